@@ -1,0 +1,5 @@
+"""Command line (placeholder; being written)."""
+
+
+def main(argv=None):
+    raise NotImplementedError

@@ -1,0 +1,5 @@
+"""Newton-CG (placeholder; being written)."""
+
+
+class NewtonCG:
+    pass
