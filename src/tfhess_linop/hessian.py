@@ -1,5 +1,532 @@
-"""Placeholder; being written."""
+"""`Hessian`: loss, gradient and Hessian-vector products of a TensorFlow loss."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from . import _mpi
+from ._data import DataBatches
+from ._engine import HVP_MODES, Engine
+from ._keras import keras_contribution
+
+__all__ = ["Hessian"]
+
+# Columns per batched HVP call in `dense`: bounds the (n, block) identity
+# block to 32 MiB and keeps the vectorised HVP's working set moderate.
+_DENSE_BLOCK_BYTES = 32 * 2**20
+_DENSE_MAX_BLOCK = 512
 
 
 class Hessian:
-    pass
+    r"""The Hessian of a scalar TensorFlow loss with respect to some variables.
+
+    Nothing is stored but the compiled functions: each product reads the
+    current values of the variables, so one `Hessian` follows a model
+    through training.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(variables)`` or ``loss()``, returning a scalar tensor. It is
+        run inside a ``tf.function``, so it must be traceable (TensorFlow
+        operations on tensors and variables, no NumPy on tensors).
+    variables : tf.Variable, keras.Variable, or sequence of them
+        The variables to differentiate with respect to. The flat layout of
+        every vector is these variables in order, each flattened in C order.
+        `loss` receives them exactly as given.
+    comm : mpi4py communicator, optional
+        With a communicator, `loss` returns this rank's contribution and the
+        operator is the Hessian of the sum of the contributions over ranks.
+        Every method is then collective over `comm`.
+    check_deterministic : bool, default: False
+        Evaluate the gradient and one Hessian-vector product twice at
+        construction and raise `ValueError` if they differ (dropout in
+        training mode, random operations in the loss).
+    jit_compile : bool, default: False
+        Compile with XLA.
+    mode : {"reverse-over-reverse", "forward-over-reverse"}
+        How Hessian-vector products are computed: the gradient of
+        :math:`g^\top v` (default, fastest on CPU), or the forward-mode
+        derivative of the gradient along :math:`v` (less memory; can win on
+        GPU).
+
+    Attributes
+    ----------
+    n : int
+        Number of parameters (the operator's size).
+    variables : list of tf.Variable
+        The underlying TensorFlow variables.
+    comm : mpi4py communicator or None
+
+    See Also
+    --------
+    Hessian.from_keras : the Hessian of a Keras model's mean loss on data.
+    as_linop : the Hessian as a `scipy.sparse.linalg.LinearOperator`.
+
+    Notes
+    -----
+    All vectors in and out are float64, whatever the variables' dtype; the
+    casts happen inside the compiled graph. With a float32 model, results
+    are accurate to about 1e-6 relative only.
+
+    Examples
+    --------
+    The loss :math:`L(x, y) = 2x^3y^3` has the Hessian
+    :math:`\begin{bmatrix}12xy^3 & 18x^2y^2\\ 18x^2y^2 & 12x^3y\end{bmatrix}`,
+    which is ``[[12, 18], [18, 12]]`` at (1, 1):
+
+    >>> import numpy as np, tensorflow as tf
+    >>> import tfhess_linop as thl
+    >>> w = tf.Variable([1.0, 1.0], dtype=tf.float64)
+    >>> H = thl.Hessian(lambda w: 2 * w[0] ** 3 * w[1] ** 3, w)
+    >>> H.dense()
+    array([[12., 18.],
+           [18., 12.]])
+    >>> H.hvp(np.array([1.0, 0.0]))
+    array([12., 18.])
+    >>> H.gradient()
+    array([6., 6.])
+    """
+
+    def __init__(
+        self,
+        loss,
+        variables,
+        *,
+        comm=None,
+        check_deterministic=False,
+        jit_compile=False,
+        mode="reverse-over-reverse",
+    ):
+        given, tf_variables = _resolve_variables(variables)
+        call = _loss_caller(loss, given)
+        self._setup(
+            tf_variables,
+            call,
+            batches=[()],
+            signature=(),
+            comm=comm,
+            mode=mode,
+            jit_compile=jit_compile,
+            check_deterministic=check_deterministic,
+        )
+        self.n_samples = None
+
+    @classmethod
+    def from_keras(
+        cls,
+        model,
+        loss,
+        x,
+        y,
+        *,
+        batch_size=None,
+        comm=None,
+        shard=True,
+        training=False,
+        check_deterministic=False,
+        jit_compile=False,
+        mode="reverse-over-reverse",
+    ):
+        """The Hessian of a Keras model's mean loss over data, w.r.t. its trainable weights.
+
+        The operator is exactly the Hessian of the mean of the per-sample
+        losses over all samples, whatever `batch_size` and however many
+        ranks hold shards of the data.
+
+        Parameters
+        ----------
+        model : keras.Model
+            A built model; its ``trainable_variables`` are the parameters.
+        loss : str, keras.losses.Loss or callable
+            A Keras loss name (``"mse"``, ``"sparse_categorical_crossentropy"``,
+            ...), a loss object, or ``loss(y_true, y_pred)`` returning
+            per-sample losses of shape ``(batch,)`` (or ``(batch, ...)``,
+            averaged over the trailing axes) or a scalar, taken to be the
+            mean over the batch. Loss objects are evaluated unreduced and
+            in the model's dtype (Keras would cast to ``floatx``).
+        x, y : array_like or nest of array_like
+            Inputs and targets, samples along the first axis.
+        batch_size : int, optional
+            Samples per forward pass; None passes all (local) samples at once.
+            It bounds memory only: it does not change the operator.
+        comm : mpi4py communicator, optional
+            Distribute the data over the ranks of `comm`; every method is
+            then collective over `comm`.
+        shard : bool, default: True
+            With `comm`: `x`, `y` are the full data (the same on every rank)
+            and each rank keeps its ``numpy.array_split`` shard. False means
+            `x`, `y` already are this rank's shard.
+        training : bool, default: False
+            Passed to the model call. Non-trainable state that a
+            training-mode call updates (BatchNorm statistics) is restored
+            after every call.
+        check_deterministic, jit_compile, mode
+            As for `Hessian`.
+
+        Returns
+        -------
+        Hessian
+
+        Examples
+        --------
+        >>> import numpy as np, keras
+        >>> import tfhess_linop as thl
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, dtype="float64")])
+        >>> x = np.random.default_rng(0).standard_normal((20, 3))
+        >>> y = np.ones((20, 1))
+        >>> H = thl.Hessian.from_keras(model, "mse", x, y, batch_size=7)
+        >>> H.n
+        4
+        >>> # For a linear model and MSE, H = 2/N [x 1]^T [x 1]:
+        >>> X1 = np.hstack([x, np.ones((20, 1))])
+        >>> np.allclose(H.dense(), 2 * X1.T @ X1 / 20)
+        True
+        """
+        comm = _mpi.resolve_comm(comm)
+        if not getattr(model, "built", True) or not model.trainable_variables:
+            raise ValueError(
+                "`model` must be built and have trainable variables; call it on "
+                "data once (or give it an Input) before building its Hessian."
+            )
+        data = DataBatches(x, y, batch_size=batch_size, comm=comm, shard=shard)
+        contribution = keras_contribution(model, loss, data.n_global, training=training)
+        self = cls.__new__(cls)
+        _, tf_variables = _resolve_variables(model.trainable_variables)
+        self._setup(
+            tf_variables,
+            contribution,
+            batches=data.batches,
+            signature=data.signature,
+            comm=comm,
+            mode=mode,
+            jit_compile=jit_compile,
+            check_deterministic=check_deterministic,
+        )
+        self.n_samples = data.n_global
+        return self
+
+    def _setup(self, variables, contribution, *, batches, signature, comm, mode,
+               jit_compile, check_deterministic):
+        if mode not in HVP_MODES:
+            raise ValueError(f"`mode` must be one of {HVP_MODES}; got {mode!r}.")
+        self.comm = _mpi.resolve_comm(comm)
+        self.mode = mode
+        self._batches = list(batches)
+        self._engine = Engine(variables, contribution, signature, mode=mode,
+                              jit_compile=bool(jit_compile))
+        self._layout = self._engine.layout
+        self._mutable_state = {}
+        counts = _mpi.allgather_object(self._layout.n, self.comm)
+        _mpi.agree(
+            len(set(counts)) == 1,
+            f"the ranks disagree on the number of parameters: {counts}.",
+            self.comm,
+        )
+        if check_deterministic:
+            self._check_deterministic()
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def n(self) -> int:
+        """Number of parameters."""
+        return self._layout.n
+
+    @property
+    def variables(self):
+        """The underlying ``tf.Variable`` objects, in layout order."""
+        return list(self._engine.variables)
+
+    @property
+    def dtype(self):
+        """The loss's variables' dtype (the operator itself is always float64)."""
+        return self._layout.dtypes[0]
+
+    def __repr__(self):
+        parts = [f"n={self.n}", f"variables={len(self._layout.shapes)}"]
+        if self.n_samples is not None:
+            parts.append(f"samples={self.n_samples}")
+        parts += [f"batches={len(self._batches)}", f"mode={self.mode!r}"]
+        if self.comm is not None:
+            parts.append(f"ranks={self.comm.Get_size()}")
+        return f"Hessian({', '.join(parts)})"
+
+    # ----------------------------------------------------------- evaluations
+
+    def loss_value(self) -> float:
+        """The loss at the current variables. Collective over `comm`."""
+        return float(self._sum(self._engine.loss, (), ())[()])
+
+    def value_and_gradient(self):
+        """The loss and its gradient from one pass. Collective over `comm`.
+
+        Returns
+        -------
+        value : float
+        gradient : ndarray, shape (n,)
+        """
+        out = self._sum(self._engine.value_and_gradient, (), (self.n + 1,))
+        return float(out[0]), out[1:]
+
+    def gradient(self):
+        """The gradient at the current variables. Collective over `comm`.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+        """
+        return self.value_and_gradient()[1]
+
+    def hvp(self, v):
+        """Hessian-vector product(s). Collective over `comm`.
+
+        Parameters
+        ----------
+        v : array_like, shape (n,) or (n, k)
+            One vector, or k vectors as columns (computed in one batched,
+            vectorised call).
+
+        Returns
+        -------
+        ndarray, float64, same shape as `v`
+        """
+        v = self._check_vectors(v, "v")
+        if v.ndim == 1:
+            return self._sum(self._engine.hvp, (tf.constant(v),), (self.n,))
+        if v.shape[1] == 0:
+            return np.zeros((self.n, 0))
+        if v.shape[1] == 1:
+            return self.hvp(v[:, 0])[:, None]
+        return self._sum(self._engine.hvp_columns, (tf.constant(v),), v.shape)
+
+    def action(self, v):
+        """The gradient and the Hessian-vector product from one pass.
+
+        Collective over `comm`.
+
+        Parameters
+        ----------
+        v : array_like, shape (n,)
+
+        Returns
+        -------
+        gradient : ndarray, shape (n,)
+        hv : ndarray, shape (n,)
+        """
+        v = self._check_vectors(v, "v", allow_matrix=False)
+        out = self._sum(self._engine.action, (tf.constant(v),), (2 * self.n,))
+        return out[: self.n], out[self.n :]
+
+    def dense(self, block_size=None, progress=False):
+        """The dense (n, n) Hessian, assembled from batched HVPs of identity blocks.
+
+        Collective over `comm`. Memory beyond the result is bounded by the
+        block: an (n, block_size) identity block and one vectorised HVP of
+        that many columns.
+
+        Parameters
+        ----------
+        block_size : int, optional
+            Columns per batched HVP (default: as many as fit in 32 MiB, at most 512).
+        progress : bool, default: False
+            Show a progress bar (on rank 0).
+
+        Returns
+        -------
+        ndarray, shape (n, n)
+            Symmetric (the average of the assembled matrix and its transpose).
+        """
+        n = self.n
+        if block_size is None:
+            block_size = max(1, min(n, _DENSE_MAX_BLOCK, _DENSE_BLOCK_BYTES // (8 * max(n, 1))))
+        elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
+            raise ValueError(f"`block_size` must be a positive integer or None; got {block_size!r}.")
+        result = np.empty((n, n))
+        bar = tqdm(total=n, desc="dense Hessian", unit="col",
+                   disable=not progress or _mpi.rank(self.comm) != 0)
+        with bar:
+            for start in range(0, n, block_size):
+                stop = min(start + block_size, n)
+                block = np.zeros((n, stop - start))
+                block[np.arange(start, stop), np.arange(stop - start)] = 1.0
+                result[:, start:stop] = self.hvp(block)
+                bar.update(stop - start)
+        result += result.T
+        result *= 0.5
+        return result
+
+    # ---------------------------------------------------------------- layout
+
+    def flatten(self, tensors):
+        """Concatenate variable-shaped arrays or tensors into one (n,) float64 vector.
+
+        Parameters
+        ----------
+        tensors : sequence of array_like
+            One per variable, in the variables' shapes.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+        """
+        return self._layout.flatten([np.asarray(t) for t in tensors])
+
+    def unflatten(self, vec):
+        """Split an (n,) vector into float64 arrays in the variables' shapes.
+
+        Parameters
+        ----------
+        vec : array_like, shape (n,)
+
+        Returns
+        -------
+        list of ndarray
+        """
+        return self._layout.unflatten(vec)
+
+    # --------------------------------------------------------------- helpers
+
+    def _check_vectors(self, v, name, allow_matrix=True):
+        array = np.asarray(v)
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"`{name}` must be a real array; got dtype {array.dtype}.")
+        shapes = f"({self.n},) or ({self.n}, k)" if allow_matrix else f"({self.n},)"
+        if array.ndim not in ((1, 2) if allow_matrix else (1,)) or array.shape[0] != self.n:
+            raise ValueError(f"`{name}` must have shape {shapes}; got {array.shape}.")
+        array = np.ascontiguousarray(array, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"`{name}` has non-finite entries (NaN or inf).")
+        return array
+
+    def _local_sum(self, function, args, shape):
+        """Sum of `function` over this rank's batches (no communication)."""
+        total = np.zeros(shape)
+        for batch in self._batches:
+            total += function(*args, *batch).numpy().reshape(shape)
+        return total
+
+    def _sum(self, function, args, shape):
+        """Sum of `function` over all batches of all ranks. Collective over `comm`."""
+
+        def compute():
+            with self._preserved_state(function):
+                return self._local_sum(function, args, shape)
+
+        return _mpi.collective_sum(compute, shape, self.comm)
+
+    @contextlib.contextmanager
+    def _preserved_state(self, function):
+        """Restore variables (other than the parameters) that `function` changes.
+
+        A training-mode call updates state such as BatchNorm statistics or a
+        random generator's seed. The first call finds which captured
+        variables changed; later calls snapshot and restore just those.
+        """
+        watched = self._mutable_state.get(function)
+        first_call = watched is None
+        if first_call:
+            parameters = {id(v) for v in self._engine.variables}
+            captured = function.get_concrete_function().variables
+            watched = [v for v in captured if id(v) not in parameters]
+        saved = [v.numpy() for v in watched]
+        try:
+            yield
+        finally:
+            if first_call:
+                changed = [(v, s) for v, s in zip(watched, saved, strict=True)
+                           if not np.array_equal(v.numpy(), s)]
+                self._mutable_state[function] = [v for v, _ in changed]
+            else:
+                changed = zip(watched, saved, strict=True)
+            for variable, value in changed:
+                variable.assign(value)
+
+    def _check_deterministic(self):
+        probe = np.random.default_rng(20260101).standard_normal(self.n)
+        args = (tf.constant(probe),)
+        shape = (2 * self.n,)
+        tolerance = np.finfo(self.dtype.as_numpy_dtype).eps ** 0.5
+
+        def compare():
+            with self._preserved_state(self._engine.action):
+                first = self._local_sum(self._engine.action, args, shape)
+                second = self._local_sum(self._engine.action, args, shape)
+            scale = max(np.linalg.norm(first), np.finfo(float).tiny)
+            difference = np.linalg.norm(first - second) / scale
+            if not difference <= tolerance:
+                raise ValueError(
+                    "the loss is not deterministic: two evaluations of the gradient "
+                    f"and of a Hessian-vector product at the same point differ by "
+                    f"{difference:.2e} (relative). Stochastic layers (Dropout, "
+                    "GaussianNoise) in training mode or random operations in the loss "
+                    "make the Hessian a random matrix; use training=False or remove "
+                    "the randomness."
+                )
+            return np.zeros(1)
+
+        _mpi.collective_sum(compare, (1,), self.comm)
+
+
+def _resolve_variables(variables):
+    """(what the loss receives, list of underlying tf.Variable)."""
+    single = isinstance(variables, tf.Variable) or _underlying(variables) is not None
+    if single:
+        items = [variables]
+    elif isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__"):
+        raise TypeError(
+            "`variables` must be a tf.Variable, a keras.Variable or a sequence of them; "
+            f"got {type(variables).__name__}."
+        )
+    else:
+        items = list(variables)
+    if not items:
+        raise ValueError("`variables` must hold at least one variable; got an empty sequence.")
+    resolved = []
+    for i, item in enumerate(items):
+        variable = _underlying(item)
+        if variable is None:
+            raise TypeError(
+                f"`variables[{i}]` must be a tf.Variable or keras.Variable; "
+                f"got {type(item).__name__}."
+            )
+        if not variable.dtype.is_floating:
+            raise TypeError(
+                f"`variables[{i}]` ({variable.name}) has dtype {variable.dtype.name}; "
+                "a Hessian needs floating-point variables."
+            )
+        resolved.append(variable)
+    if len({id(v) for v in resolved}) != len(resolved):
+        raise ValueError("`variables` lists the same variable more than once.")
+    return variables, resolved
+
+
+def _underlying(item):
+    """The tf.Variable behind a tf.Variable or a Keras 3 variable, else None."""
+    if isinstance(item, tf.Variable):
+        return item
+    value = getattr(item, "value", None)
+    return value if isinstance(value, tf.Variable) else None
+
+
+def _loss_caller(loss, variables):
+    """A zero-argument function evaluating `loss`, with or without `variables`."""
+    if not callable(loss):
+        raise TypeError(f"`loss` must be callable; got {type(loss).__name__}.")
+    try:
+        parameters = inspect.signature(loss).parameters.values()
+    except (TypeError, ValueError):
+        return lambda: loss(variables)
+    required = [
+        p for p in parameters
+        if p.kind is p.VAR_POSITIONAL
+        or (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+    ]
+    if required:
+        return lambda: loss(variables)
+    return loss
