@@ -1,0 +1,178 @@
+"""Argument checks, probe draws and blocked products shared by the estimators."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
+
+from .. import _mpi
+
+# Largest number of float64 entries in one block of probes by default (128 MiB).
+_DEFAULT_BLOCK_ENTRIES = 2**24
+
+
+def as_square_operator(A):
+    """Return `A` as a real square `LinearOperator`, its size and its communicator."""
+    if not isinstance(A, LinearOperator):
+        if isinstance(A, np.ndarray) and A.ndim != 2:
+            raise ValueError(
+                f"`A` must be a 2-D array or a LinearOperator, got an array of shape "
+                f"{A.shape}."
+            )
+        try:
+            A = aslinearoperator(A)
+        except TypeError:
+            raise TypeError(
+                "`A` must be a scipy LinearOperator, a 2-D array or a sparse matrix, "
+                f"got {type(A).__name__}."
+            ) from None
+    if len(A.shape) != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"`A` must be square, got shape {A.shape}.")
+    if A.dtype is not None and np.issubdtype(A.dtype, np.complexfloating):
+        raise TypeError(f"`A` must be real, got dtype {A.dtype}.")
+    comm = _mpi.resolve_comm(getattr(A, "comm", None))
+    return A, A.shape[0], comm
+
+
+def check_count(value, name, minimum, reason=""):
+    """Return `value` as an int after checking it is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}{reason}, got {value}.")
+    return value
+
+
+def check_block_size(block_size, total, n):
+    """Number of columns per product: `block_size`, or what fits in 128 MiB."""
+    if block_size is None:
+        return max(1, min(total, _DEFAULT_BLOCK_ENTRIES // max(n, 1)))
+    return min(check_count(block_size, "block_size", 1), max(total, 1))
+
+
+def check_rng(rng):
+    """Return a `numpy.random.Generator` made from `rng`."""
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            "`rng` must be None, an int seed, a SeedSequence or a numpy Generator, "
+            f"got {type(rng).__name__}."
+        ) from exc
+
+
+def check_distribution(distribution, allowed):
+    """Check that `distribution` is one of `allowed`."""
+    if distribution not in allowed:
+        names = " or ".join(repr(a) for a in allowed)
+        raise ValueError(f"`distribution` must be {names}, got {distribution!r}.")
+    return distribution
+
+
+def draw_probes(rng, n, k, comm, distribution):
+    """Draw `k` probe vectors of length `n` as the columns of an (n, k) array.
+
+    Collective over `comm`: the probes are identical on every rank. Rows are
+    drawn probe by probe, so consecutive draws of k1 and k2 probes give the
+    same probes as one draw of k1 + k2.
+    """
+    return _mpi.draw(rng, (k, n), comm, distribution=distribution).T
+
+
+def apply(A, X):
+    """``A @ X`` as a float64 array of shape (n, k), through one `matmat` call."""
+    X = np.asarray(X, dtype=np.float64)
+    AX = np.asarray(A.matmat(X), dtype=np.float64).reshape(X.shape)
+    if not np.isfinite(AX).all():
+        raise ValueError("`A` returned non-finite values (inf or nan) in a product.")
+    return AX
+
+
+def blocks(total, block_size):
+    """Yield ``(start, stop)`` of consecutive blocks of `block_size` up to `total`."""
+    for start in range(0, total, block_size):
+        yield start, min(start + block_size, total)
+
+
+def standard_error(samples, axis=0):
+    """Standard error of the mean of `samples` along `axis` (needs two samples)."""
+    count = samples.shape[axis]
+    return np.std(samples, axis=axis, ddof=1) / np.sqrt(count)
+
+
+def orthonormal_range(Y):
+    """Orthonormal basis of range(`Y`) in singular-vector form, and the rank.
+
+    Returns ``Q`` (n, s) with orthonormal columns, the singular values
+    ``sigma`` (s,) in decreasing order and ``Vt`` (s, s) orthogonal with
+    ``Y = Q @ diag(sigma) @ Vt``, and the numerical rank of `Y`.
+    """
+    n, s = Y.shape
+    Q, R = np.linalg.qr(Y)
+    U, sigma, Vt = np.linalg.svd(R, full_matrices=False)
+    Q = Q @ U
+    tolerance = max(n, s) * np.finfo(np.float64).eps * (sigma[0] if s else 0.0)
+    rank = int(np.count_nonzero(sigma > tolerance))
+    return Q, sigma, Vt, rank
+
+
+def identity_diagonal(A, n, block_size, comm, progress=False):
+    """Diagonal of `A` from products with blocks of identity columns (n products)."""
+    diagonal = np.empty(n)
+    starts = range(0, n, block_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(
+            starts,
+            total=len(starts),
+            desc="exact diagonal",
+            unit="block",
+            disable=_mpi.rank(comm) != 0,
+        )
+    for start in starts:
+        stop = min(start + block_size, n)
+        columns = np.arange(stop - start)
+        E = np.zeros((n, stop - start))
+        E[start + columns, columns] = 1.0
+        diagonal[start:stop] = apply(A, E)[start + columns, columns]
+    return diagonal
+
+
+class EstimatePair(tuple):
+    """An ``(estimate, standard_error)`` pair that also records how it was made.
+
+    It unpacks like a tuple, ``estimate, standard_error = result``, and its
+    other fields are attributes.
+    """
+
+    def __new__(cls, estimate, standard_error, *, method, num_matvecs):
+        self = super().__new__(cls, (estimate, standard_error))
+        self.method = method
+        self.num_matvecs = int(num_matvecs)
+        return self
+
+    def __getnewargs_ex__(self):
+        return tuple(self), {"method": self.method, "num_matvecs": self.num_matvecs}
+
+    @property
+    def estimate(self):
+        """The estimate."""
+        return self[0]
+
+    @property
+    def standard_error(self):
+        """Estimated standard error of `estimate` (0 when it is exact)."""
+        return self[1]
+
+    def to_dict(self):
+        """Plain-Python dictionary of the result (JSON-serialisable)."""
+        return {
+            "method": self.method,
+            "estimate": np.asarray(self.estimate).tolist(),
+            "standard_error": np.asarray(self.standard_error).tolist(),
+            "num_matvecs": self.num_matvecs,
+        }

@@ -1,0 +1,363 @@
+"""Stochastic trace estimators: Hutchinson, Hutch++ and XTrace."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import (
+    EstimatePair,
+    apply,
+    as_square_operator,
+    blocks,
+    check_block_size,
+    check_count,
+    check_distribution,
+    check_rng,
+    draw_probes,
+    identity_diagonal,
+    orthonormal_range,
+    standard_error,
+)
+
+__all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace", "xtrace"]
+
+_PROBE_DISTRIBUTIONS = ("rademacher", "normal")
+
+
+class TraceEstimate(EstimatePair):
+    """Result of a trace estimator: the pair ``(estimate, standard_error)``.
+
+    Unpacks like a tuple, ``estimate, standard_error = hutchpp_trace(A, 30)``.
+
+    Attributes
+    ----------
+    estimate : float
+        The estimate of ``trace(A)``.
+    standard_error : float
+        Estimated standard deviation of `estimate`; 0.0 when it is exact.
+    method : str
+        ``"hutchinson"``, ``"hutch++"``, ``"xtrace"`` or ``"exact"``.
+    num_matvecs : int
+        Number of products with `A` (columns passed to ``A.matmat``).
+    """
+
+    def __new__(cls, estimate, standard_error, *, method, num_matvecs):
+        return super().__new__(
+            cls,
+            float(estimate),
+            float(standard_error),
+            method=method,
+            num_matvecs=num_matvecs,
+        )
+
+    def __repr__(self):
+        return (
+            f"TraceEstimate(estimate={self.estimate!r}, "
+            f"standard_error={self.standard_error!r}, method={self.method!r}, "
+            f"num_matvecs={self.num_matvecs})"
+        )
+
+
+def _exact_trace(A, n, comm):
+    block_size = check_block_size(None, n, n)
+    diagonal = identity_diagonal(A, n, block_size, comm)
+    return TraceEstimate(diagonal.sum(), 0.0, method="exact", num_matvecs=n)
+
+
+def _iv_hutchinson_trace(A, num_matvecs, rng, distribution, block_size):
+    A, n, comm = as_square_operator(A)
+    num_matvecs = check_count(
+        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
+    )
+    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
+    block_size = check_block_size(block_size, num_matvecs, n)
+    return A, n, comm, num_matvecs, check_rng(rng), distribution, block_size
+
+
+def hutchinson_trace(
+    A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None
+):
+    r"""Estimate the trace of a square operator with Hutchinson's estimator.
+
+    Collective over `comm` (the ``A.comm`` attribute, if any): every rank
+    draws the same probes and returns the same result.
+
+    Parameters
+    ----------
+    A : LinearOperator, ndarray or sparse matrix, shape (n, n)
+        The operator; only ``A.matmat`` is used.
+    num_matvecs : int
+        Number of probe vectors, i.e. of products with `A`; at least 2.
+    rng : None, int, SeedSequence or numpy.random.Generator, optional
+        Source of the probes.
+    distribution : {"rademacher", "normal"}, optional
+        Entries of the probes: random signs (the default; smallest variance
+        for real matrices) or standard normal.
+    block_size : int, optional
+        Number of probes per ``A.matmat`` call. Default: all of them, up to
+        what fits in 128 MiB. The result does not depend on it.
+
+    Returns
+    -------
+    TraceEstimate
+        The pair ``(estimate, standard_error)``, with ``method="hutchinson"``.
+
+    See Also
+    --------
+    hutchpp_trace, xtrace : Far more accurate per product when the spectrum
+        of `A` decays.
+
+    Notes
+    -----
+    With probes :math:`z_1, \dots, z_m` whose entries are independent with
+    mean 0 and variance 1, :math:`\mathbb{E}[z^\top A z] = \operatorname{tr}
+    A`, so
+
+    .. math:: \hat t = \frac1m \sum_{i=1}^m z_i^\top A z_i
+
+    is unbiased [1]_. Its variance is :math:`2(\|A\|_F^2 - \sum_i a_{ii}^2)/m`
+    for random signs and :math:`2\|A\|_F^2/m` for Gaussian probes (symmetric
+    `A`), so the error decreases like :math:`1/\sqrt m`. The standard error is
+    the sample standard deviation of the :math:`z_i^\top A z_i` over
+    :math:`\sqrt m`.
+
+    References
+    ----------
+    .. [1] M. F. Hutchinson, "A stochastic estimator of the trace of the
+       influence matrix for Laplacian smoothing splines", Communications in
+       Statistics - Simulation and Computation 19(2), 433-450, 1990.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tfhess_linop import hutchinson_trace
+    >>> rng = np.random.default_rng(0)
+    >>> U, _ = np.linalg.qr(rng.standard_normal((100, 100)))
+    >>> A = (U * np.linspace(1.0, 2.0, 100)) @ U.T
+    >>> estimate, standard_error = hutchinson_trace(A, 200, rng=1)
+    >>> bool(abs(estimate - np.trace(A)) < 4 * standard_error)
+    True
+    """
+    A, n, comm, m, rng, distribution, block_size = _iv_hutchinson_trace(
+        A, num_matvecs, rng, distribution, block_size
+    )
+    samples = np.empty(m)
+    for start, stop in blocks(m, block_size):
+        Z = draw_probes(rng, n, stop - start, comm, distribution)
+        samples[start:stop] = np.einsum("ij,ij->j", Z, apply(A, Z))
+    return TraceEstimate(
+        samples.mean(), standard_error(samples), method="hutchinson", num_matvecs=m
+    )
+
+
+def _iv_low_rank_trace(A, num_matvecs, rng, minimum, name):
+    A, n, comm = as_square_operator(A)
+    num_matvecs = check_count(num_matvecs, "num_matvecs", minimum, f" for {name}")
+    return A, n, comm, num_matvecs, check_rng(rng)
+
+
+def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
+    r"""Estimate the trace of a symmetric operator with Hutch++.
+
+    Collective over `comm` (the ``A.comm`` attribute, if any): every rank
+    draws the same probes and returns the same result.
+
+    Parameters
+    ----------
+    A : LinearOperator, ndarray or sparse matrix, shape (n, n)
+        The symmetric operator; only ``A.matmat`` is used.
+    num_matvecs : int
+        Number of products with `A`; at least 4. With ``num_matvecs >= n``
+        the trace is computed exactly from n products with identity columns.
+    rng : None, int, SeedSequence or numpy.random.Generator, optional
+        Source of the random vectors.
+    distribution : {"rademacher", "normal"}, optional
+        Entries of the Hutchinson probes of the deflated part (the sketch is
+        always Gaussian).
+
+    Returns
+    -------
+    TraceEstimate
+        The pair ``(estimate, standard_error)``, with ``method="hutch++"``.
+
+    See Also
+    --------
+    xtrace : Usually more accurate for the same number of products.
+    hutchinson_trace
+
+    Notes
+    -----
+    With :math:`s = \lfloor m/3 \rfloor` and :math:`g = m - 2s`, Hutch++ [1]_
+    spends :math:`s` products on a sketch :math:`AS` (Gaussian :math:`S`),
+    takes an orthonormal basis :math:`Q` of its range, spends :math:`s` more
+    on :math:`AQ`, and the remaining :math:`g` on Hutchinson's estimator of the
+    deflated remainder:
+
+    .. math:: \hat t = \operatorname{tr}(Q^\top A Q) + \frac1g \sum_{j=1}^g
+              z_j^\top (I - QQ^\top) A (I - QQ^\top) z_j .
+
+    It is unbiased, and for positive semi-definite `A` its relative error
+    decreases like :math:`1/m` instead of :math:`1/\sqrt m` [1]_. The
+    standard error is that of the Hutchinson part.
+
+    References
+    ----------
+    .. [1] R. A. Meyer, C. Musco, C. Musco and D. P. Woodruff, "Hutch++:
+       Optimal stochastic trace estimation", Symposium on Simplicity in
+       Algorithms (SOSA), 142-155, 2021. :doi:`10.1137/1.9781611976496.16`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tfhess_linop import hutchpp_trace
+    >>> rng = np.random.default_rng(0)
+    >>> U, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    >>> A = (U / np.arange(1, 301) ** 2) @ U.T          # eigenvalues 1/i^2
+    >>> estimate, standard_error = hutchpp_trace(A, 30, rng=1)
+    >>> bool(abs(estimate - np.trace(A)) < 0.02 * np.trace(A))
+    True
+    """
+    A, n, comm, m, rng = _iv_low_rank_trace(A, num_matvecs, rng, 4, "Hutch++")
+    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
+    if m >= n:
+        return _exact_trace(A, n, comm)
+    s = m // 3
+    S = draw_probes(rng, n, s, comm, "normal")
+    Q, _ = np.linalg.qr(apply(A, S))
+    low_rank_part = np.einsum("ij,ij->", Q, apply(A, Q))
+    G = draw_probes(rng, n, m - 2 * s, comm, distribution)
+    G -= Q @ (Q.T @ G)
+    remainder = np.einsum("ij,ij->j", G, apply(A, G))
+    return TraceEstimate(
+        low_rank_part + remainder.mean(),
+        standard_error(remainder),
+        method="hutch++",
+        num_matvecs=m,
+    )
+
+
+def xtrace(A, num_matvecs, *, rng=None):
+    r"""Estimate the trace of a symmetric operator with XTrace.
+
+    Collective over `comm` (the ``A.comm`` attribute, if any): every rank
+    draws the same probes and returns the same result.
+
+    Parameters
+    ----------
+    A : LinearOperator, ndarray or sparse matrix, shape (n, n)
+        The symmetric operator; only ``A.matmat`` is used.
+    num_matvecs : int
+        Budget of products with `A`; at least 4. XTrace uses
+        ``2 * (num_matvecs // 2)`` of them (fewer when the sketch reveals that
+        `A` has rank below ``num_matvecs // 2``). With ``num_matvecs >= n`` the
+        trace is computed exactly from n products with identity columns.
+    rng : None, int, SeedSequence or numpy.random.Generator, optional
+        Source of the (Gaussian) test vectors.
+
+    Returns
+    -------
+    TraceEstimate
+        The pair ``(estimate, standard_error)``, with ``method="xtrace"``.
+
+    See Also
+    --------
+    hutchpp_trace, hutchinson_trace
+
+    Notes
+    -----
+    XTrace [1]_ uses every test vector both to build the low-rank part and to
+    estimate the remainder, exchanging their roles. With :math:`s = \lfloor
+    m/2 \rfloor` Gaussian test vectors :math:`\Omega = [\omega_1, \dots,
+    \omega_s]` and :math:`Y = A\Omega`, let :math:`P_{(i)}` be the orthogonal
+    projector onto the span of the columns of :math:`Y` other than
+    :math:`y_i`. :math:`P_{(i)}` does not depend on :math:`\omega_i`, so each
+
+    .. math:: t_i = \operatorname{tr}(P_{(i)} A) + \frac{n - s + 1}{\|u_i\|^2}
+              u_i^\top A u_i, \qquad u_i = (I - P_{(i)})\omega_i,
+
+    is an unbiased estimate (:math:`u_i` rescaled to length
+    :math:`\sqrt{n-s+1}` is uniform on a sphere in the range of
+    :math:`I - P_{(i)}`), and :math:`\hat t = \frac1s \sum_i t_i`. All
+    :math:`t_i` follow from :math:`Y = QR`, :math:`AQ` and
+    :math:`s \times s` matrices: if :math:`s_i` is the normalised
+    :math:`i`-th column of :math:`R^{-\top}`, then
+    :math:`P_{(i)} = Q(I - s_i s_i^\top)Q^\top`. The standard error is the
+    sample standard deviation of the :math:`t_i` over :math:`\sqrt s`, as in
+    [1]_. The :math:`s \times s` algebra uses the singular value
+    decomposition of :math:`R`, and when :math:`Y` is numerically rank
+    deficient (so that :math:`A` has numerical rank :math:`r < s`) the
+    projector onto the :math:`r`-dimensional range of :math:`Y` is used for
+    every :math:`i`, at the cost of :math:`r` further products.
+
+    References
+    ----------
+    .. [1] E. N. Epperly, J. A. Tropp and R. J. Webber, "XTrace: Making the
+       most of every sample in stochastic trace estimation", SIAM Journal on
+       Matrix Analysis and Applications 45(1), 1-23, 2024.
+       :doi:`10.1137/23M1548323`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tfhess_linop import xtrace
+    >>> rng = np.random.default_rng(0)
+    >>> U, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    >>> A = (U / np.arange(1, 301) ** 2) @ U.T          # eigenvalues 1/i^2
+    >>> estimate, standard_error = xtrace(A, 30, rng=1)
+    >>> bool(abs(estimate - np.trace(A)) < 0.01 * np.trace(A))
+    True
+    """
+    A, n, comm, m, rng = _iv_low_rank_trace(A, num_matvecs, rng, 4, "XTrace")
+    if m >= n:
+        return _exact_trace(A, n, comm)
+    s = m // 2
+    Omega = draw_probes(rng, n, s, comm, "normal")
+    Y = apply(A, Omega)
+    Q, sigma, Vt, rank = orthonormal_range(Y)
+    if rank < s:
+        samples = _rank_deficient_samples(A, Omega, Y, Q[:, :rank], n)
+        num_used = s + rank
+    else:
+        samples = _leave_one_out_samples(A, Omega, Q, sigma, Vt, n)
+        num_used = 2 * s
+    return TraceEstimate(
+        samples.mean(), standard_error(samples), method="xtrace", num_matvecs=num_used
+    )
+
+
+def _leave_one_out_samples(A, Omega, Q, sigma, Vt, n):
+    """The XTrace samples t_i for a sketch ``Y = Q @ B`` of full column rank.
+
+    Here ``B = diag(sigma) @ Vt``; the columns of ``B^{-T} = diag(1/sigma) @ Vt``,
+    normalised, are the directions that leaving out one column of ``Y`` removes.
+    """
+    s = Vt.shape[0]
+    Z = apply(A, Q)
+    H = Q.T @ Z
+    H = (H + H.T) / 2
+    W = Q.T @ Omega
+    B = sigma[:, None] * Vt
+    S = Vt / sigma[:, None]
+    norms = np.linalg.norm(S, axis=0)
+    S /= norms
+    SW = np.einsum("ki,ki->i", S, W)
+    C = W - S * SW
+    SHS = np.einsum("ki,ki->i", S, H @ S)
+    CHC = np.einsum("ki,ki->i", C, H @ C)
+    BW = np.einsum("ki,ki->i", B, W)
+    low_rank_part = np.trace(H) - SHS
+    remainder = -BW + 2 * SW / norms + CHC
+    residual_norms = np.einsum("ij,ij->j", Omega, Omega) - np.einsum("ki,ki->i", C, C)
+    return low_rank_part + (n - s + 1) / residual_norms * remainder
+
+
+def _rank_deficient_samples(A, Omega, Y, Q, n):
+    """XTrace samples when range(Y) = range(Q) has dimension r below s."""
+    r = Q.shape[1]
+    Z = apply(A, Q)
+    W = Q.T @ Omega
+    U = Omega - Q @ W
+    AU = Y - Z @ W
+    residual_norms = np.einsum("ij,ij->j", U, U)
+    remainder = np.einsum("ij,ij->j", U, AU)
+    return np.einsum("ij,ij->", Q, Z) + (n - r) / residual_norms * remainder
