@@ -1,0 +1,122 @@
+"""Argument checks shared by the spectral and solver functions.
+
+Every public function of :mod:`eigen`, :mod:`svd`, :mod:`solve` and
+:mod:`testing` validates its arguments in one private ``_iv``; these helpers
+keep the messages of those functions identical.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.sparse.linalg import aslinearoperator
+
+
+def square_operator(A, name="A"):
+    """Return `A` as a float64-compatible square ``LinearOperator`` and its size.
+
+    Dense arrays of integers are converted to float64 first, so that the
+    products are floating point.
+    """
+    if isinstance(A, np.ndarray) and not np.issubdtype(A.dtype, np.inexact):
+        A = A.astype(np.float64)
+    try:
+        operator = aslinearoperator(A)
+    except TypeError as exc:
+        raise TypeError(
+            f"`{name}` must be a LinearOperator, an ndarray or a sparse array, "
+            f"got {type(A).__name__}."
+        ) from exc
+    if len(operator.shape) != 2 or operator.shape[0] != operator.shape[1]:
+        raise ValueError(f"`{name}` must be square, got shape {operator.shape}.")
+    if operator.dtype is not None and np.issubdtype(operator.dtype, np.complexfloating):
+        raise TypeError(f"`{name}` must be real, got dtype {operator.dtype}.")
+    return operator, operator.shape[0]
+
+
+def communicator(A):
+    """The MPI communicator the operator's products are collective over, or None."""
+    return getattr(A, "comm", None)
+
+
+def positive_integer(value, name, *, upper=None, upper_text=None, allow_none=False):
+    """Check that `value` is an integer in ``[1, upper]`` and return it as int."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    value = int(value)
+    if value < 1 or (upper is not None and value > upper):
+        bound = f"`0 < {name} <= {upper_text or upper}`" if upper is not None else "positive"
+        raise ValueError(f"`{name}` must be an integer satisfying {bound}, got {value}.")
+    return value
+
+
+def nonnegative_integer(value, name):
+    """Check that `value` is an integer ``>= 0`` and return it as int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {value}.")
+    return int(value)
+
+
+def nonnegative_real(value, name):
+    """Check that `value` is a finite real number ``>= 0`` and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite non-negative number, got {value}.")
+    return value
+
+
+def vector(value, n, name):
+    """Return `value` as a new float64 array of shape (n,), accepting (n, 1) too."""
+    array = np.asarray(value)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.shape != (n,):
+        raise ValueError(
+            f"`{name}` must have shape ({n},) or ({n}, 1) to match the operator, "
+            f"got shape {np.shape(value)}."
+        )
+    if np.iscomplexobj(array):
+        raise TypeError(f"`{name}` must be real, got dtype {array.dtype}.")
+    return np.array(array, dtype=np.float64)
+
+
+def choice(value, name, options):
+    """Check that `value` is one of `options` (strings) and return it."""
+    if value not in options:
+        expected = ", ".join(repr(o) for o in options)
+        raise ValueError(f"`{name}` must be one of {expected}, got {value!r}.")
+    return value
+
+
+def orthonormal_columns(Y, against=None):
+    """Orthonormal basis of the columns of `Y`, orthogonal to the columns of `against`.
+
+    Two passes of block Gram-Schmidt, each followed by a Householder QR, so
+    that orthogonality holds to working precision even when most of `Y` lies
+    in the span of `against` (a converged Krylov space).
+    """
+    Q = Y
+    for _ in range(2):
+        if against is not None and against.shape[1]:
+            Q = Q - against @ (against.T @ Q)
+        Q = np.linalg.qr(Q)[0]
+    return Q
+
+
+__all__ = [
+    "choice",
+    "communicator",
+    "nonnegative_integer",
+    "nonnegative_real",
+    "orthonormal_columns",
+    "positive_integer",
+    "square_operator",
+    "vector",
+]
