@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+import tfhess_linop as thl
 from conftest import (
     XOR_X,
     XOR_Y,
@@ -13,8 +15,6 @@ from conftest import (
     mse_mean,
     xor_model,
 )
-
-import tfhess_linop as thl
 
 MODES = ["reverse-over-reverse", "forward-over-reverse"]
 
@@ -339,7 +339,7 @@ def test_check_deterministic_refuses_dropout_in_training_mode(rng):
     )
     x = rng.standard_normal((16, 3))
     y = rng.standard_normal((16, 1))
-    with pytest.raises(ValueError, match="not deterministic.*training=False"):
+    with pytest.raises(ValueError, match=r"not deterministic.*training=False"):
         thl.Hessian.from_keras(model, "mse", x, y, training=True, check_deterministic=True)
     H = thl.Hessian.from_keras(model, "mse", x, y, check_deterministic=True)
     assert H.n == 3 * 8 + 8 + 8 + 1

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import tensorflow as tf
-from conftest import dense_reference, mlp, mse_mean
 
 import tfhess_linop as thl
+from conftest import dense_reference, mlp, mse_mean
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def test_products_match_dense_reference(problem, rng):
     v = rng.standard_normal(A.shape[0])
     V = rng.standard_normal((A.shape[0], 5))
     np.testing.assert_allclose(A.matvec(v), reference @ v, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(A.matvec(v[:, None]), (reference @ v)[:, None], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(
+        A.matvec(v[:, None]), (reference @ v)[:, None], rtol=1e-10, atol=1e-13
+    )
     np.testing.assert_allclose(A.matmat(V), reference @ V, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(A @ V, reference @ V, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(A.rmatmat(V), reference @ V, rtol=1e-10, atol=1e-13)
@@ -78,7 +80,9 @@ def test_scipy_solvers_run_unchanged():
     D = np.diag([3.0, 1.0, 7.0])
 
     def loss(w):
-        return 0.5 * tf.tensordot(w, tf.linalg.matvec(tf.constant(D), w), 1) + tf.reduce_sum(w**4) / 4
+        return (
+            0.5 * tf.tensordot(w, tf.linalg.matvec(tf.constant(D), w), 1) + tf.reduce_sum(w**4) / 4
+        )
 
     A = thl.as_linop(thl.Hessian(loss, w))
     expected = D + np.diag(3 * w.numpy() ** 2)
@@ -90,5 +94,5 @@ def test_scipy_solvers_run_unchanged():
 
 
 def test_rejects_non_hessian():
-    with pytest.raises(TypeError, match="`hessian` must be a tfhess_linop.Hessian"):
+    with pytest.raises(TypeError, match=r"`hessian` must be a tfhess_linop\.Hessian"):
         thl.HessianOperator(np.eye(3))

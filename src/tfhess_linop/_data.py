@@ -31,7 +31,9 @@ def _length(structure, name):
             )
         lengths.add(shape[0])
     if len(lengths) != 1:
-        raise ValueError(f"the arrays in `{name}` have different numbers of samples: {sorted(lengths)}.")
+        raise ValueError(
+            f"the arrays in `{name}` have different numbers of samples: {sorted(lengths)}."
+        )
     return lengths.pop()
 
 
@@ -76,12 +78,18 @@ class DataBatches:
         y = tf.nest.map_structure(_as_array, y)
         n_x, n_y = _length(x, "x"), _length(y, "y")
         if n_x != n_y:
-            raise ValueError(f"`x` and `y` must have the same number of samples; got {n_x} and {n_y}.")
+            raise ValueError(
+                f"`x` and `y` must have the same number of samples; got {n_x} and {n_y}."
+            )
         if batch_size is not None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-                raise TypeError(f"`batch_size` must be a positive integer or None; got {batch_size!r}.")
+                raise TypeError(
+                    f"`batch_size` must be a positive integer or None; got {batch_size!r}."
+                )
             if batch_size <= 0:
-                raise ValueError(f"`batch_size` must be a positive integer or None; got {batch_size}.")
+                raise ValueError(
+                    f"`batch_size` must be a positive integer or None; got {batch_size}."
+                )
         if comm is not None and shard:
             start, stop = _shard_bounds(n_x, _mpi.size(comm), _mpi.rank(comm))
             x = tf.nest.map_structure(lambda a: a[start:stop], x)

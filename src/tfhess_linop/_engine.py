@@ -73,11 +73,11 @@ class Engine:
             raise TypeError("`loss` returned None; it must return a scalar tensor.")
         value = tf.convert_to_tensor(value)
         if value.shape.rank != 0:
-            raise ValueError(
-                f"`loss` must return a scalar tensor; got shape {tuple(value.shape)}."
-            )
+            raise ValueError(f"`loss` must return a scalar tensor; got shape {tuple(value.shape)}.")
         if not value.dtype.is_floating:
-            raise TypeError(f"`loss` must return a floating-point tensor; got dtype {value.dtype.name}.")
+            raise TypeError(
+                f"`loss` must return a floating-point tensor; got dtype {value.dtype.name}."
+            )
         return value
 
     def _gradient(self, *batch):
@@ -91,7 +91,9 @@ class Engine:
 
     def _value_and_gradient(self, *batch):
         value, grads = self._gradient(*batch)
-        return tf.concat([tf.reshape(tf.cast(value, tf.float64), [1]), self.layout.concat(grads)], 0)
+        return tf.concat(
+            [tf.reshape(tf.cast(value, tf.float64), [1]), self.layout.concat(grads)], 0
+        )
 
     def _inner(self, grads, tangents):
         # Sum in float64 only when the variables' dtypes differ.
@@ -104,7 +106,7 @@ class Engine:
         tangents = self.layout.split(vector)
         with tf.GradientTape(watch_accessed_variables=False) as outer:
             outer.watch(self.variables)
-            value, grads = self._gradient(*batch)
+            _, grads = self._gradient(*batch)
             directional = self._inner(grads, tangents)
         hv = outer.gradient(directional, self.variables, unconnected_gradients=_ZERO)
         return grads, hv
@@ -112,7 +114,7 @@ class Engine:
     def _forward(self, vector, *batch):
         tangents = self.layout.split(vector)
         with tf.autodiff.ForwardAccumulator(self.variables, tangents) as accumulator:
-            value, grads = self._gradient(*batch)
+            _, grads = self._gradient(*batch)
         hv = accumulator.jvp(grads, unconnected_gradients=_ZERO)
         return grads, hv
 

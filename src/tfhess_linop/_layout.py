@@ -38,9 +38,7 @@ class FlatLayout:
 
     def concat(self, tensors):
         """List of variable-shaped tensors -> (n,) float64 tensor."""
-        return tf.concat(
-            [tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], axis=0
-        )
+        return tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], axis=0)
 
     # NumPy maps (used by the public flatten/unflatten).
 
@@ -56,8 +54,7 @@ class FlatLayout:
             array = np.asarray(array, dtype=np.float64)
             if array.shape != shape:
                 raise ValueError(
-                    f"array {i} must have the shape of variable {i}, {shape}; "
-                    f"got {array.shape}."
+                    f"array {i} must have the shape of variable {i}, {shape}; got {array.shape}."
                 )
             flat.append(array.reshape(-1))
         return np.concatenate(flat) if flat else np.zeros(0)

@@ -176,8 +176,7 @@ def draw(rng, shape, comm, distribution="normal"):
         sample = rng.random(shape)
     else:
         raise ValueError(
-            "`distribution` must be 'normal', 'rademacher' or 'uniform', "
-            f"got {distribution!r}."
+            f"`distribution` must be 'normal', 'rademacher' or 'uniform', got {distribution!r}."
         )
     return broadcast_array(np.asarray(sample, dtype=np.float64), comm)
 
@@ -217,8 +216,10 @@ def configure_threads(intra_op: int = 1, inter_op: int = 1) -> bool:
     import tensorflow as tf
 
     threading = tf.config.threading
-    current = (threading.get_intra_op_parallelism_threads(),
-               threading.get_inter_op_parallelism_threads())
+    current = (
+        threading.get_intra_op_parallelism_threads(),
+        threading.get_inter_op_parallelism_threads(),
+    )
     if current == (intra_op, inter_op):
         return True
     try:

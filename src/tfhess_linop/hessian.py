@@ -211,15 +211,26 @@ class Hessian:
         self.n_samples = data.n_global
         return self
 
-    def _setup(self, variables, contribution, *, batches, signature, comm, mode,
-               jit_compile, check_deterministic):
+    def _setup(
+        self,
+        variables,
+        contribution,
+        *,
+        batches,
+        signature,
+        comm,
+        mode,
+        jit_compile,
+        check_deterministic,
+    ):
         if mode not in HVP_MODES:
             raise ValueError(f"`mode` must be one of {HVP_MODES}; got {mode!r}.")
         self.comm = _mpi.resolve_comm(comm)
         self.mode = mode
         self._batches = list(batches)
-        self._engine = Engine(variables, contribution, signature, mode=mode,
-                              jit_compile=bool(jit_compile))
+        self._engine = Engine(
+            variables, contribution, signature, mode=mode, jit_compile=bool(jit_compile)
+        )
         self._layout = self._engine.layout
         self._mutable_state = {}
         counts = _mpi.allgather_object(self._layout.n, self.comm)
@@ -261,7 +272,7 @@ class Hessian:
 
     def loss_value(self) -> float:
         """The loss at the current variables. Collective over `comm`."""
-        return float(self._sum(self._engine.loss, (), ())[()])
+        return float(self._sum(self._engine.loss, ())[()])
 
     def value_and_gradient(self):
         """The loss and its gradient from one pass. Collective over `comm`.
@@ -271,7 +282,7 @@ class Hessian:
         value : float
         gradient : ndarray, shape (n,)
         """
-        out = self._sum(self._engine.value_and_gradient, (), (self.n + 1,))
+        out = self._sum(self._engine.value_and_gradient, (self.n + 1,))
         return float(out[0]), out[1:]
 
     def gradient(self):
@@ -298,12 +309,12 @@ class Hessian:
         """
         v = self._check_vectors(v, "v")
         if v.ndim == 1:
-            return self._sum(self._engine.hvp, (tf.constant(v),), (self.n,))
+            return self._sum(self._engine.hvp, (self.n,), v)
         if v.shape[1] == 0:
             return np.zeros((self.n, 0))
         if v.shape[1] == 1:
             return self.hvp(v[:, 0])[:, None]
-        return self._sum(self._engine.hvp_columns, (tf.constant(v),), v.shape)
+        return self._sum(self._engine.hvp_columns, v.shape, v)
 
     def action(self, v):
         """The gradient and the Hessian-vector product from one pass.
@@ -320,7 +331,7 @@ class Hessian:
         hv : ndarray, shape (n,)
         """
         v = self._check_vectors(v, "v", allow_matrix=False)
-        out = self._sum(self._engine.action, (tf.constant(v),), (2 * self.n,))
+        out = self._sum(self._engine.action, (2 * self.n,), v)
         return out[: self.n], out[self.n :]
 
     def dense(self, block_size=None, progress=False):
@@ -345,11 +356,21 @@ class Hessian:
         n = self.n
         if block_size is None:
             block_size = max(1, min(n, _DENSE_MAX_BLOCK, _DENSE_BLOCK_BYTES // (8 * max(n, 1))))
-        elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-            raise ValueError(f"`block_size` must be a positive integer or None; got {block_size!r}.")
+        elif (
+            isinstance(block_size, bool)
+            or not isinstance(block_size, (int, np.integer))
+            or block_size <= 0
+        ):
+            raise ValueError(
+                f"`block_size` must be a positive integer or None; got {block_size!r}."
+            )
         result = np.empty((n, n))
-        bar = tqdm(total=n, desc="dense Hessian", unit="col",
-                   disable=not progress or _mpi.rank(self.comm) != 0)
+        bar = tqdm(
+            total=n,
+            desc="dense Hessian",
+            unit="col",
+            disable=not progress or _mpi.rank(self.comm) != 0,
+        )
         with bar:
             for start in range(0, n, block_size):
                 stop = min(start + block_size, n)
@@ -399,10 +420,7 @@ class Hessian:
         shapes = f"({self.n},) or ({self.n}, k)" if allow_matrix else f"({self.n},)"
         if array.ndim not in ((1, 2) if allow_matrix else (1,)) or array.shape[0] != self.n:
             raise ValueError(f"`{name}` must have shape {shapes}; got {array.shape}.")
-        array = np.ascontiguousarray(array, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"`{name}` has non-finite entries (NaN or inf).")
-        return array
+        return np.ascontiguousarray(array, dtype=np.float64)
 
     def _local_sum(self, function, args, shape):
         """Sum of `function` over this rank's batches (no communication)."""
@@ -411,10 +429,20 @@ class Hessian:
             total += function(*args, *batch).numpy().reshape(shape)
         return total
 
-    def _sum(self, function, args, shape):
-        """Sum of `function` over all batches of all ranks. Collective over `comm`."""
+    def _sum(self, function, shape, vector=None):
+        """Sum of ``function([vector,] *batch)`` over all batches of all ranks.
+
+        Collective over `comm`. Everything that can fail on one rank only
+        (non-finite input, tracing the loss, running it) happens inside the
+        collective sum, so that every rank raises instead of waiting.
+        """
 
         def compute():
+            args = ()
+            if vector is not None:
+                if not np.isfinite(vector).all():
+                    raise ValueError("`v` has non-finite entries (NaN or inf).")
+                args = (tf.constant(vector),)
             with self._preserved_state(function):
                 return self._local_sum(function, args, shape)
 
@@ -439,8 +467,11 @@ class Hessian:
             yield
         finally:
             if first_call:
-                changed = [(v, s) for v, s in zip(watched, saved, strict=True)
-                           if not np.array_equal(v.numpy(), s)]
+                changed = [
+                    (v, s)
+                    for v, s in zip(watched, saved, strict=True)
+                    if not np.array_equal(v.numpy(), s)
+                ]
                 self._mutable_state[function] = [v for v, _ in changed]
             else:
                 changed = zip(watched, saved, strict=True)
@@ -523,7 +554,8 @@ def _loss_caller(loss, variables):
     except (TypeError, ValueError):
         return lambda: loss(variables)
     required = [
-        p for p in parameters
+        p
+        for p in parameters
         if p.kind is p.VAR_POSITIONAL
         or (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
     ]

@@ -55,7 +55,9 @@ class HessianOperator(LinearOperator):
 
     def __init__(self, hessian):
         if not isinstance(hessian, Hessian):
-            raise TypeError(f"`hessian` must be a tfhess_linop.Hessian; got {type(hessian).__name__}.")
+            raise TypeError(
+                f"`hessian` must be a tfhess_linop.Hessian; got {type(hessian).__name__}."
+            )
         self.hessian = hessian
         self.comm = hessian.comm
         self.n_hvp = 0

@@ -1,0 +1,75 @@
+"""The distributed operator under ``mpiexec -n 2`` and ``-n 3`` (uneven shards)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py")
+
+SCRIPTS = Path(__file__).parent / "mpi"
+MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
+
+
+def run_under_mpi(script, ranks, output, timeout=240):
+    """Run `script` on `ranks` ranks, killing the whole job if it hangs."""
+    if not MPIEXEC.exists():
+        pytest.fail(f"no mpiexec in the environment ({MPIEXEC}); install the 'mpi' extra")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(SCRIPTS / script), str(output)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        log, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"{script} on {ranks} ranks did not finish in {timeout} s:\n{log[-4000:]}")
+    assert process.returncode == 0, f"{script} on {ranks} ranks failed:\n{log[-6000:]}"
+    return json.loads(Path(output).read_text())
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_distributed_operator_equals_serial_on_every_rank(ranks, tmp_path):
+    report = run_under_mpi("check_operator.py", ranks, tmp_path / "report.json")
+    assert report["size"] == ranks
+    checks = report["checks"]
+    for expected in (
+        "shard=True: matmat",
+        "shard=False: dense",
+        "shard=True: dense identical on all ranks",
+        "custom loss: dense",
+        "eigsh identical on all ranks",
+        "lobpcg identical on all ranks",
+        "power_iteration identical on all ranks",
+        "randomized_svd identical on all ranks",
+        "cg identical on all ranks",
+    ):
+        assert expected in checks
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_failure_on_one_rank_raises_on_every_rank(ranks, tmp_path):
+    per_rank = run_under_mpi("check_failures.py", ranks, tmp_path / "failures.json", timeout=180)
+    healthy, faulty = per_rank[0], per_rank[-1]
+    assert faulty["loss raises"].startswith("RuntimeError")
+    assert "this rank's loss failed" in faulty["loss raises"]
+    assert healthy["loss raises"].startswith("CollectiveError")
+    assert f"rank {ranks - 1}: RuntimeError" in healthy["loss raises"]
+    assert faulty["nan vector on one rank"].startswith("ValueError: `v` has non-finite")
+    assert healthy["nan vector on one rank"].startswith("CollectiveError")
+    assert not faulty["shape error in one shard"].startswith(("no error", "CollectiveError"))
+    assert healthy["shape error in one shard"].startswith("CollectiveError")
+    for outcomes in per_rank:
+        assert outcomes["parameter counts differ"].startswith("ValueError: the ranks disagree")
+        assert outcomes["healthy afterwards"] == "no error"
