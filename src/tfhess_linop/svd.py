@@ -45,10 +45,11 @@ def svds(
     For a symmetric operator :math:`A = W \\Lambda W^T`, the singular values
     are :math:`|\\lambda_i|`, with left vectors :math:`w_i` and right vectors
     :math:`\\mathrm{sign}(\\lambda_i) w_i`. This function computes the `k`
-    eigenvalues of largest (or smallest) magnitude with :func:`eigsh`:
-    half the products of :func:`scipy.sparse.linalg.svds`, which works on
-    :math:`A^T A` (one product with `A` and one with :math:`A^T` per step),
-    and without squaring the spectrum (which squares its condition number).
+    eigenvalues of largest (or smallest) magnitude with :func:`eigsh`: one
+    product per Lanczos step, where :func:`scipy.sparse.linalg.svds` makes
+    two (it works on :math:`A^T A`: one product with `A` and one with
+    :math:`A^T`), and no squared spectrum (which squares the condition
+    number and the size of rounding errors in the small singular values).
 
     Collective over ``A.comm`` when `A` has one.
 
