@@ -1,0 +1,418 @@
+"""The seed notebook, cell by cell, on `tfhess_linop.compat.numsa`.
+
+Every code cell of ``seed/tensorflow_hessian_notebook.txt`` is transcribed
+verbatim, except: the import line (``from tfhess_linop.compat.numsa import *``),
+``from tqdm.notebook import tqdm`` (``tqdm.auto``, no notebook front end) and
+the ``%matplotlib inline`` magic (the Agg backend instead). The cells run in
+one namespace, like a notebook kernel, and the tests check their numbers
+against analytic values and against references computed here with NumPy and
+plain TensorFlow tapes.
+"""
+
+# ruff: noqa: E501  (the notebook cells are transcribed verbatim)
+
+import ast
+import contextlib
+import io
+import linecache
+import warnings
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+import keras
+import matplotlib.pyplot as plt
+import tensorflow as tf
+
+CELLS = {}
+
+CELLS[2] = """
+#We import all the library we are gona need
+import tensorflow as tf
+import numpy as np
+import matplotlib.pyplot as plt
+from tfhess_linop.compat.numsa import *
+"""
+
+CELLS[33] = """
+#Defining the Loss Function
+def Loss(X):
+    return 2*X[0]**3*X[1]**3;
+#Defining the Hessian class for the above loss function in x
+x0 = tf.Variable([1.0,1.0])
+H =  Hessian(Loss,x0)
+"""
+
+CELLS[3] = """
+Error = [];
+ErrorH = [];
+N = 10
+for n in range(N):
+    h = 1/(2**n);
+    ErrorH = ErrorH + [h];
+    x = tf.Variable([1.0+h,1.0+h]);
+    v = tf.Variable([h,h]);
+    Grad, Hv = H.action(v,True)
+    err = abs(Loss(x)-Loss(x0)-tf.tensordot(Grad,v,1)
+    -0.5*tf.tensordot(v,Hv,1));
+    Error = Error + [err];
+plt.loglog(ErrorH,Error,"*-")
+plt.loglog(ErrorH,[10*h**3 for h in ErrorH],"--")
+plt.legend(["2nd Order Taylor Error","3rd Order Convergence"])
+order = (tf.math.log(Error[7])-tf.math.log(Error[9]))/(np.log(ErrorH[7])-np.log(ErrorH[9]))
+print("Convergence order {}".format(order))
+"""
+
+CELLS[4] = """
+H.eig("pi-max") #Power iteration to find the maximum eigenvalue.
+"""
+
+CELLS[5] = """
+import tensorflow as tf
+import numpy as np
+import matplotlib.pyplot as plt
+from tfhess_linop.compat.numsa import *
+
+from tqdm.auto import tqdm
+"""
+
+CELLS[6] = """
+Ord = 1;
+optimizer = tf.keras.optimizers.SGD(learning_rate=1e-3)
+init = tf.keras.initializers.RandomNormal(mean=0.0, stddev=0.05, seed=None)
+# Inputs
+training_data = np.array([[0,0],[0,1],[1,0],[1,1]], "float32")
+# Outputs
+
+training_label = np.array([[0],[1],[1],[0]], "float32")
+training_dataset = tf.data.Dataset.from_tensor_slices((training_data, training_label))
+model = tf.keras.Sequential([
+    tf.keras.layers.Dense(2,input_dim=2, activation='softmax',bias_initializer=init),#2 nodes hidden layer
+    tf.keras.layers.Dense(1)
+])
+def loss_fn(y,x):
+    return tf.math.reduce_mean(tf.math.squared_difference(y, x));
+def Loss(weights):
+    predictions = model(training_data, training=True) #Logits for this minibatch
+    # Compute the loss value for this minibatch.
+    loss_value = loss_fn(training_label, predictions);
+    return loss_value;
+for epoch in tqdm(range(100)):
+    for step, (x,y) in enumerate(training_dataset):
+        if Ord == 2:
+            # Compute Hessian and Gradients
+            H = Hessian(Loss,model.trainable_weights,"KERAS")
+            fullH, grad = H.mat(model.trainable_weights,grad=True);
+            #Reshaping the Hessians
+            grads = [tf.Variable(grad[0:4].reshape(2,2),dtype=np.float32),
+                     tf.Variable(grad[4:6].reshape(2,),dtype=np.float32),
+                     tf.Variable(grad[6:8].reshape(2,1),dtype=np.float32),
+                     tf.Variable(grad[8].reshape(1,),dtype=np.float32),]
+        if Ord == 1:
+            with tf.GradientTape() as tape:
+                # Run the forward pass of the layer.
+                # The operations that the layer applies
+                # to its inputs are going to be recorded
+                # on the GradientTape.
+                labels = model(training_data, training=True)  # Logits for this minibatch
+                # Compute the loss value for this minibatch.
+                loss_value = loss_fn(training_label, labels)
+                # Use the gradient tape to automatically retrieve
+                # the gradients of the trainable variables with respect to the loss.
+                grads = tape.gradient(loss_value, model.trainable_weights)
+        optimizer.apply_gradients(zip(grads, model.trainable_weights))
+for step, (x,y) in enumerate(training_dataset):
+    print("Test {} with data {} produce {} .".format(step,x,tf.math.round(model(np.array([x])))))
+"""
+
+CELLS[7] = """
+print("Number of trainable layers {}".format(len(model.trainable_weights)))
+print("Number of weights trainable per layer 0, {}".format(model.trainable_weights[0].shape))
+print("Number of weights trainable per layer 1, {}".format(model.trainable_weights[1].shape))
+print("Number of weights trainable per layer 2, {}".format(model.trainable_weights[2].shape))
+print("Number of weights trainable per layer 3, {}".format(model.trainable_weights[3].shape))
+"""
+
+CELLS[8] = """
+#Function written for parallel
+def Loss(weights,comm):
+    batches = np.array_split(training_data,comm.Get_size());
+    predictions = model(batches[comm.Get_rank()], training=True) #Logits for this minibatch
+    # Compute the loss value for this minibatch.
+    loss_value = loss_fn(training_label, predictions);
+    return loss_value;
+
+#Function written for serial
+def Loss(weights):
+    predictions = model(training_data, training=True) #Logits for this minibatch
+    # Compute the loss value for this minibatch.
+    loss_value = loss_fn(training_label, predictions);
+    return loss_value;
+
+H = Hessian(Loss,model.trainable_weights,"KERAS")
+H.SwitchVerbose(True)
+fullH= H.mat();
+plt.imshow((np.log10(abs(fullH)+1e-16)))
+plt.colorbar()
+print(np.min(abs(fullH)))
+"""
+
+CELLS[9] = """
+fullH= H.matrix("KERAS");
+plt.imshow((np.log10(abs(fullH)+1e-16)))
+plt.colorbar()
+print(np.min(abs(fullH)))
+"""
+
+CELLS[10] = """
+w = np.random.rand(9,1)
+print((abs(fullH@w-(H.vecprod(w).reshape(9,1)))<1e-6).all())
+"""
+
+CELLS[11] = """
+_,sigmas,_ = np.linalg.svd(fullH)
+_,Rsigmas,_ = H.RandMatSVD(4,2);
+plt.plot([abs(Rsigmas[r]-sigmas[r]) for r in range(len(Rsigmas))])
+"""
+
+CELLS[12] = """
+_,KRsigmas,_ = H.RandMatSVD(4,2,Krylov=3);
+plt.plot([abs(KRsigmas[r]-sigmas[r]) for r in range(len(KRsigmas))])
+"""
+
+CELLS[13] = """
+b = np.ones((9,1));
+print(la.eig(fullH)[0])
+H.pCG(b,4,2).shape
+"""
+
+CELLS[14] = """
+Ord = 1;
+optimizer = tf.keras.optimizers.SGD(learning_rate=1e-3)
+init = tf.keras.initializers.RandomNormal(mean=0.0, stddev=0.05, seed=None)
+# Inputs
+training_data = np.array([[0,0],[0,1],[1,0],[1,1]], "float32")
+# Outputs
+
+training_label = np.array([[0],[1],[1],[0]], "float32")
+training_dataset = tf.data.Dataset.from_tensor_slices((training_data, training_label))
+model = tf.keras.Sequential([
+    tf.keras.layers.Dense(2,input_dim=2, activation='softmax',bias_initializer=init),#2 nodes hidden layer
+    tf.keras.layers.Dense(1)
+])
+def loss_fn(y,x):
+    return tf.math.reduce_mean(tf.math.squared_difference(y, x));
+def Loss(weights):
+    predictions = model(training_data, training=True) #Logits for this minibatch
+    # Compute the loss value for this minibatch.
+    loss_value = loss_fn(training_label, predictions);
+    return loss_value;
+for epoch in tqdm(range(200)):
+    for step, (x,y) in enumerate(training_dataset):
+        with tf.GradientTape() as tape:
+            # Run the forward pass of the layer.
+            # The operations that the layer applies
+            # to its inputs are going to be recorded
+            # on the GradientTape.
+            labels = model(training_data, training=True)  # Logits for this minibatch
+            # Compute the loss value for this minibatch.
+            loss_value = loss_fn(training_label, labels)
+            # Use the gradient tape to automatically retrieve
+            # the gradients of the trainable variables with respect to the loss.
+            grads = tape.gradient(loss_value, model.trainable_weights)
+            H = Hessian(Loss,model.trainable_weights,"KERAS")
+            Grad = H.vec(grads).reshape((9,1));
+            q = H.pCG(Grad,4,2);
+            search = [tf.Variable(q[0:4].reshape(2,2),dtype=np.float32),
+                     tf.Variable(q[4:6].reshape(2,),dtype=np.float32),
+                     tf.Variable(q[6:8].reshape(2,1),dtype=np.float32),
+                     tf.Variable(q[8].reshape(1,),dtype=np.float32),]
+    optimizer.apply_gradients(zip(search, model.trainable_weights))
+    if sum([abs(y-tf.math.round(model(np.array([x])))) for (x,y) in training_dataset]) == 0.0:
+        break;
+for step, (x,y) in enumerate(training_dataset):
+    print("Test {} with data {} produce {} .".format(step,x,tf.math.round(model(np.array([x])))))
+    print("Test {} with data {} produce {} .".format(step,x,model(np.array([x]))))
+"""
+
+
+def _run_cell(source, name, namespace):
+    """Run a cell like a notebook kernel: return the value of a final expression.
+
+    The source is registered with `linecache` (as IPython does), so that
+    AutoGraph can read the functions the cell defines.
+    """
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    tree = ast.parse(source)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, name, "exec"), namespace)
+    if last is None:
+        return None
+    return eval(compile(ast.Expression(last.value), name, "eval"), namespace)
+
+
+def _xor_reference_hessian(model, x, y):
+    """The Hessian of the XOR loss by nested tapes (tf.GradientTape.jacobian)."""
+    weights = model.trainable_variables
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_mean(tf.math.squared_difference(y, model(x, training=True)))
+        gradient = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, weights)], 0)
+    blocks = outer.jacobian(gradient, weights)
+    return np.hstack([b.numpy().reshape(gradient.shape[0], -1) for b in blocks]).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    """Run every cell in one namespace, like a kernel.
+
+    Returns the printed output, the displayed value and the namespace after
+    each cell, by cell number.
+    """
+    keras.utils.set_random_seed(0)
+    namespace = {"__name__": "seed_notebook"}
+    outputs, values, states = {}, {}, {}
+    with warnings.catch_warnings():
+        # The notebook's Keras 2 idiom `Dense(..., input_dim=2)`.
+        warnings.filterwarnings(
+            "ignore", message="Do not pass an `input_shape`", category=UserWarning
+        )
+        for number, source in CELLS.items():
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                values[number] = _run_cell(source, f"<cell {number}>", namespace)
+            outputs[number] = buffer.getvalue()
+            # The inline backend closes a cell's figures when the cell ends.
+            plt.close("all")
+            states[number] = dict(namespace)
+            if number == 8:
+                states[8]["reference"] = _xor_reference_hessian(
+                    namespace["model"], namespace["training_data"], namespace["training_label"]
+                )
+    return outputs, values, states
+
+
+def test_cubic_taylor_order_is_three(notebook):
+    outputs, _, states = notebook
+    cell = states[3]
+    assert outputs[3].startswith("Convergence order ")
+    assert 2.8 < float(cell["order"]) < 3.5
+    # The second-order Taylor error of L = 2 (1+h)^6 is 40 h^3 + O(h^4).
+    h = np.array(cell["ErrorH"][3:6])
+    errors = np.array([float(e) for e in cell["Error"][3:6]])
+    np.testing.assert_allclose(errors, 40 * h**3, rtol=0.25)
+
+
+def test_action_returns_tensors_in_the_variables_dtype(notebook):
+    _, _, states = notebook
+    cell = states[3]
+    grad, hv = cell["Grad"], cell["Hv"]
+    for tensor in (grad, hv):
+        assert isinstance(tensor, tf.Tensor)
+        assert tensor.dtype == tf.float32 and tensor.shape == (2,)
+    # At (1, 1): gradient (6, 6) and Hessian [[12, 18], [18, 12]], v = (h, h).
+    h = cell["ErrorH"][-1]
+    np.testing.assert_allclose(grad.numpy(), [6.0, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(hv.numpy(), [30 * h, 30 * h], rtol=1e-6)
+
+
+def test_power_iteration_eigenvalues(notebook):
+    _, values, states = notebook
+    largest = values[4]
+    assert isinstance(largest, tf.Tensor) and largest.shape == ()
+    assert largest.dtype == tf.float32
+    np.testing.assert_allclose(float(largest), 30.0, rtol=1e-5)
+    H = states[4]["H"]
+    np.testing.assert_allclose(float(H.eig("pi-min")), -6.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="pi-max"):
+        H.eig("lanczos")
+
+
+def test_first_order_training_cell_prints_the_four_cases(notebook):
+    outputs, _, _ = notebook
+    lines = outputs[6].splitlines()
+    assert len(lines) == 4 and all(line.startswith("Test ") for line in lines)
+    assert outputs[7].splitlines()[0] == "Number of trainable layers 4"
+    assert "(2, 2)" in outputs[7] and "(1,)" in outputs[7]
+
+
+def test_xor_dense_hessian_matches_nested_tapes(notebook):
+    outputs, _, states = notebook
+    assert outputs[8].splitlines()[0] == "MPI the world is 1 process big !"
+    reference = states[8]["reference"]
+    scale = np.abs(reference).max()
+    for cell in (8, 9):
+        fullH = states[cell]["fullH"]
+        assert fullH.shape == (9, 9) and fullH.dtype == np.float64
+        np.testing.assert_array_equal(fullH, fullH.T)
+        np.testing.assert_allclose(
+            fullH, 0.5 * (reference + reference.T), rtol=0, atol=1e-5 * scale
+        )
+        assert float(outputs[cell].splitlines()[-1]) == pytest.approx(np.min(np.abs(fullH)))
+
+
+def test_mat_times_w_equals_vecprod(notebook):
+    outputs, _, states = notebook
+    assert outputs[10].strip() == "True"
+    cell = states[10]
+    hw = cell["H"].vecprod(cell["w"])
+    assert hw.shape == (9,) and hw.dtype == np.float64
+    reference = states[8]["reference"]
+    np.testing.assert_allclose(
+        hw, reference @ cell["w"][:, 0], rtol=0, atol=1e-5 * np.abs(reference).max()
+    )
+
+
+def test_randomized_svd_against_numpy(notebook):
+    _, _, states = notebook
+    cell = states[12]
+    sigmas = np.linalg.svd(cell["fullH"], compute_uv=False)
+    subspace, krylov = cell["Rsigmas"], cell["KRsigmas"]
+    assert subspace.shape == krylov.shape == (4,)
+    subspace_error = np.abs(subspace - sigmas[:4]).max()
+    krylov_error = np.abs(krylov - sigmas[:4]).max()
+    tolerance = 1e-5 * sigmas[0]
+    assert subspace_error < tolerance
+    assert krylov_error < tolerance
+    # Krylov=3 spans the whole 9-dimensional space (3 x 6 > 9): no worse than
+    # the plain range finder, up to the float32 model's rounding.
+    assert krylov_error <= subspace_error + 1e-6 * sigmas[0]
+
+
+def test_pcg_reports_the_negative_curvature_of_the_xor_hessian(notebook):
+    outputs, values, states = notebook
+    cell = states[13]
+    fullH = cell["fullH"]
+    eigenvalues = np.linalg.eigvalsh(fullH)
+    assert eigenvalues[0] < -1e-3 < 1e-3 < eigenvalues[-1]  # indefinite
+    printed = outputs[13].splitlines()
+    shown = np.array(" ".join(printed[:-1]).strip("[] ").split(), dtype=float)
+    np.testing.assert_allclose(np.sort(shown), eigenvalues, atol=1e-6)
+    assert values[13] == (9, 1)
+    assert "negative curvature" in printed[-1]
+    record = cell["H"].last_solve.negative_curvature
+    d = record.direction
+    rayleigh = d @ fullH @ d / (d @ d)
+    assert record.curvature <= 0
+    np.testing.assert_allclose(
+        record.curvature, rayleigh, rtol=0, atol=1e-6 * np.abs(eigenvalues).max()
+    )
+    assert rayleigh >= eigenvalues[0] - 1e-9
+
+
+def test_newton_training_cell_runs(notebook):
+    outputs, _, states = notebook
+    lines = outputs[14].splitlines()
+    assert len(lines) == 8 and all(line.startswith("Test ") for line in lines)
+    q = states[14]["q"]
+    assert q.shape == (9, 1) and np.all(np.isfinite(q))
+
+
+def test_star_import_provides_the_seed_names():
+    import tfhess_linop.compat.numsa as numsa
+
+    assert sorted(numsa.__all__) == ["Hessian", "la"]
+    assert numsa.la is np.linalg
