@@ -263,6 +263,12 @@ def minres(
         Unpacks as ``x, info``; ``info`` is 0 or the iteration count (never
         -2); ``negative_curvature`` holds the first certificate.
 
+    Notes
+    -----
+    On an inconsistent singular system the result is a least-squares
+    solution, but possibly one of very large norm, as with SciPy's
+    ``minres`` (MINRES-QLP would give the minimum-norm one).
+
     References
     ----------
     .. [1] C. C. Paige, M. A. Saunders, "Solution of sparse indefinite
