@@ -296,6 +296,7 @@ def dense_hessian_reference(loss, variables):
         ``loss(variables)`` or ``loss()`` returning a scalar tensor, as for
         :class:`tfhess_linop.Hessian`; run eagerly.
     variables : tf.Variable, keras.Variable, or sequence of them
+        All of one floating-point dtype.
 
     Returns
     -------
@@ -323,9 +324,9 @@ def dense_hessian_reference(loss, variables):
         with tf.GradientTape() as inner:
             value = call()
         gradients = inner.gradient(value, tf_variables, unconnected_gradients=zero)
-        flat = tf.concat(
-            [tf.reshape(tf.cast(g, tf.float64), [-1]) for g in gradients], axis=0
-        )
+        # The Jacobian's rows are written in the target's dtype, which must
+        # be the variables' own: cast to float64 afterwards.
+        flat = tf.concat([tf.reshape(g, [-1]) for g in gradients], axis=0)
     rows = outer.jacobian(
         flat, tf_variables, unconnected_gradients=zero, experimental_use_pfor=False
     )
