@@ -210,12 +210,16 @@ class NewtonCG:
     >>> np.allclose(w.numpy(), np.linalg.solve(A.numpy(), [1.0, 0.0]))
     True
 
-    The seed's cubic loss :math:`2x^3y^3` at (1, 1) is a saddle region of an
-    unbounded function: the first step follows negative curvature.
+    Near the saddle point of :math:`x^2 - y^2 + y^4` at the origin, the
+    first step follows negative curvature towards a minimum at
+    :math:`(0, \\pm 1/\\sqrt{2})`:
 
-    >>> w = tf.Variable([1.0, 1.0], dtype=tf.float64)
-    >>> opt = thl.NewtonCG(thl.Hessian(lambda w: 2 * w[0] ** 3 * w[1] ** 3, w))
+    >>> w = tf.Variable([0.0, 0.1], dtype=tf.float64)
+    >>> opt = thl.NewtonCG(thl.Hessian(lambda w: w[0]**2 - w[1]**2 + w[1]**4, w))
     >>> opt.step().negative_curvature
+    True
+    >>> history = opt.minimize(gtol=1e-10)
+    >>> np.allclose(w.numpy(), [0.0, np.sqrt(0.5)])
     True
     """
 
