@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import tensorflow as tf
-from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
-from known_spectra import CUBIC_HESSIAN, CountingOperator, dense_with_spectrum, spectrum
 
 import tfhess_linop as thl
+from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
+from known_spectra import CUBIC_HESSIAN, CountingOperator, dense_with_spectrum, spectrum
 
 CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
 
@@ -16,7 +16,9 @@ CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
 def xor_problem():
     model = xor_model()
     H = thl.Hessian.from_keras(model, "mse", XOR_X, XOR_Y)
-    return thl.as_linop(H), dense_reference(mse_mean(model, XOR_X, XOR_Y), model.trainable_variables)
+    return thl.as_linop(H), dense_reference(
+        mse_mean(model, XOR_X, XOR_Y), model.trainable_variables
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +67,9 @@ def test_eigsh_xor_hessian(xor_problem):
 
 def test_eigsh_is_deterministic_and_ignores_global_random_state():
     A = dense_with_spectrum(spectrum("clustered"))
-    np.random.seed(1)
+    np.random.seed(1)  # noqa: NPY002 (the legacy global state must not matter)
     first = thl.eigsh(A, k=2, which="LA")
-    np.random.seed(2)
+    np.random.seed(2)  # noqa: NPY002 (the legacy global state must not matter)
     second = thl.eigsh(A, k=2, which="LA")
     assert np.array_equal(first[0], second[0])
     assert np.array_equal(first[1], second[1])
@@ -153,7 +155,10 @@ def test_lobpcg_is_reproducible_with_rng():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"k": 0}, "`k` must be an integer satisfying"), ({"X": np.ones((5, 2))}, "`X` must have shape")],
+    [
+        ({"k": 0}, "`k` must be an integer satisfying"),
+        ({"X": np.ones((5, 2))}, "`X` must have shape"),
+    ],
 )
 def test_lobpcg_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -213,9 +218,9 @@ def test_power_iteration_stops_on_the_residual():
 def test_power_iteration_reports_non_convergence():
     # ±1: no dominant eigenvalue, the "LM" iteration cannot converge.
     A = dense_with_spectrum(np.r_[-1.0, np.linspace(-0.5, 0.5, 8), 1.0])
-    lam, v, info = thl.power_iteration(A, tol=1e-10, maxiter=50, rng=0)
+    _, _, info = thl.power_iteration(A, tol=1e-10, maxiter=50, rng=0)
     assert info == 50
-    lam, v, info = thl.power_iteration(A, which="LA", tol=1e-8, maxiter=5000, rng=0)
+    lam, _, info = thl.power_iteration(A, which="LA", tol=1e-8, maxiter=5000, rng=0)
     assert info == 0
     assert lam == pytest.approx(1.0, abs=1e-6)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 import tensorflow as tf
-from conftest import XOR_X, XOR_Y, xor_model
 
 import tfhess_linop as thl
+from conftest import XOR_X, XOR_Y, xor_model
 from tfhess_linop.newton import NewtonHistory, NewtonStep
 
 
@@ -43,7 +43,12 @@ def numpy_logistic_minimizer(X, y):
         return (A * (p * (1 - p))[:, None]).T @ A / len(y)
 
     return scipy.optimize.minimize(
-        loss, np.zeros(A.shape[1]), jac=grad, hess=hess, method="trust-exact", options={"gtol": 1e-12}
+        loss,
+        np.zeros(A.shape[1]),
+        jac=grad,
+        hess=hess,
+        method="trust-exact",
+        options={"gtol": 1e-12},
     ).x
 
 
@@ -149,7 +154,9 @@ def test_history_and_callback():
     w = tf.Variable([1.0, 2.0], dtype=tf.float64)
     opt = thl.NewtonCG(thl.Hessian(lambda w: tf.reduce_sum(tf.cosh(w)), w))
     seen = []
-    history = opt.minimize(steps=10, gtol=0.0, callback=lambda step: seen.append(step) or len(seen) == 2)
+    history = opt.minimize(
+        steps=10, gtol=0.0, callback=lambda step: seen.append(step) or len(seen) == 2
+    )
     assert isinstance(history, NewtonHistory)
     assert len(history) == 2 == len(seen)
     assert history.message == "stopped by callback"
@@ -161,7 +168,7 @@ def test_history_and_callback():
 def test_bad_arguments_raise():
     w = tf.Variable([1.0], dtype=tf.float64)
     H = thl.Hessian(lambda w: tf.reduce_sum(w**2), w)
-    with pytest.raises(TypeError, match="`hessian` must be a tfhess_linop.Hessian"):
+    with pytest.raises(TypeError, match=r"`hessian` must be a tfhess_linop\.Hessian"):
         thl.NewtonCG(np.eye(2))
     with pytest.raises(ValueError, match="`damping` must be a finite non-negative"):
         thl.NewtonCG(H, damping=-1.0)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
-from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
-from known_spectra import CUBIC_HESSIAN, CountingOperator, dense_with_spectrum, spectrum
 
 import tfhess_linop as thl
+from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
+from known_spectra import CUBIC_HESSIAN, CountingOperator, dense_with_spectrum, spectrum
 
 CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
 
@@ -15,7 +15,9 @@ CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
 def xor_problem():
     model = xor_model()
     H = thl.Hessian.from_keras(model, "mse", XOR_X, XOR_Y)
-    return thl.as_linop(H), dense_reference(mse_mean(model, XOR_X, XOR_Y), model.trainable_variables)
+    return thl.as_linop(H), dense_reference(
+        mse_mean(model, XOR_X, XOR_Y), model.trainable_variables
+    )
 
 
 def singular_values(A):
@@ -72,6 +74,7 @@ def test_svds_return_singular_vectors_options():
     none_too, s_v, Vt_only = thl.svds(A, k=2, return_singular_vectors="vh")
     assert none is None and none_too is None
     assert np.allclose(U_only, U) and np.allclose(Vt_only, Vt)
+    assert np.array_equal(s_u, s) and np.array_equal(s_v, s)
 
 
 def test_svds_smallest():
@@ -113,7 +116,9 @@ def test_randomized_svd_matches_numpy(case, method):
 
 
 def slowly_decaying(n=400):
-    return dense_with_spectrum(np.r_[1.0 / np.arange(1, n // 2 + 1), -1.0 / np.arange(2, n // 2 + 2)])
+    return dense_with_spectrum(
+        np.r_[1.0 / np.arange(1, n // 2 + 1), -1.0 / np.arange(2, n // 2 + 2)]
+    )
 
 
 @pytest.mark.parametrize("method", ["subspace", "krylov"])
@@ -124,7 +129,7 @@ def test_iterations_improve_accuracy(method):
     def error(n_iter):
         errors = []
         for seed in range(3):
-            U, s, Vt = thl.randomized_svd(A, 8, oversample=4, n_iter=n_iter, method=method, rng=seed)
+            _, s, _ = thl.randomized_svd(A, 8, oversample=4, n_iter=n_iter, method=method, rng=seed)
             errors.append(np.abs(s - reference).max() / reference[0])
         return np.mean(errors)
 
@@ -138,7 +143,7 @@ def test_krylov_beats_subspace_at_equal_cost():
     reference = singular_values(A)[:8]
     errors = {}
     for method in ("subspace", "krylov"):
-        U, s, Vt = thl.randomized_svd(A, 8, oversample=4, n_iter=3, method=method, rng=1)
+        _, s, _ = thl.randomized_svd(A, 8, oversample=4, n_iter=3, method=method, rng=1)
         errors[method] = np.abs(s - reference).max()
     assert errors["krylov"] < errors["subspace"] / 10
 
@@ -154,16 +159,16 @@ def test_krylov_basis_larger_than_n_is_truncated_and_exact():
     # q (k + p) = 4 * 15 > n = 30: the seed's code crashed here.
     values = np.r_[np.linspace(-3.0, 3.0, 29), 7.0]
     A = CountingOperator(dense_with_spectrum(values))
-    U, s, Vt = thl.randomized_svd(A, 5, oversample=10, n_iter=3, method="krylov", rng=0)
+    _, s, _ = thl.randomized_svd(A, 5, oversample=10, n_iter=3, method="krylov", rng=0)
     assert np.allclose(s, singular_values(A.matrix)[:5], atol=1e-10)
     assert A.n_products <= 2 * 30
-    U, s, Vt = thl.randomized_svd(A.matrix, 30, oversample=10, n_iter=1, rng=0)
+    _, s, _ = thl.randomized_svd(A.matrix, 30, oversample=10, n_iter=1, rng=0)
     assert np.allclose(s, singular_values(A.matrix), atol=1e-10)
 
 
 def test_rank_deficient_krylov_space():
     A = dense_with_spectrum(spectrum("rank_deficient", n=50))
-    U, s, Vt = thl.randomized_svd(A, 8, oversample=4, n_iter=5, method="krylov", rng=0)
+    U, s, _Vt = thl.randomized_svd(A, 8, oversample=4, n_iter=5, method="krylov", rng=0)
     assert np.allclose(s, singular_values(A)[:8], atol=1e-10)
     assert np.allclose(U.T @ U, np.eye(8), atol=1e-10)
 

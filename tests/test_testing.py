@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import XOR_X, XOR_Y, mse_mean, xor_model
 from scipy.sparse.linalg import LinearOperator
 
 import tfhess_linop as thl
+from conftest import XOR_X, XOR_Y, mse_mean, xor_model
 from tfhess_linop.testing import TaylorTestResult, dense_hessian_reference
 
 
@@ -66,7 +66,9 @@ def test_symmetry_test(xor):
         thl.symmetry_test(asymmetric, rng=0)
     # When rmatvec is matvec (as for a Hessian operator) only the symmetry
     # test sees an asymmetric product.
-    hidden = LinearOperator((2, 2), matvec=lambda x: asymmetric @ x, rmatvec=lambda x: asymmetric @ x)
+    hidden = LinearOperator(
+        (2, 2), matvec=lambda x: asymmetric @ x, rmatvec=lambda x: asymmetric @ x
+    )
     assert thl.symmetry_test(hidden, raiseerror=False, rng=0) is False
 
 
@@ -105,7 +107,9 @@ class _Perturbed:
         self._hessian, self._wrong = hessian, wrong
         self.n, self.comm, self.variables = hessian.n, hessian.comm, hessian.variables
         self.loss_value, self.flatten, self.unflatten = (
-            hessian.loss_value, hessian.flatten, hessian.unflatten,
+            hessian.loss_value,
+            hessian.flatten,
+            hessian.unflatten,
         )
 
     def value_and_gradient(self):
@@ -133,7 +137,7 @@ def test_taylor_test_xor_network(xor):
 
 def test_taylor_test_rejects_bad_arguments(cubic):
     H = cubic[1]
-    with pytest.raises(TypeError, match="`H` must be a tfhess_linop.Hessian"):
+    with pytest.raises(TypeError, match=r"`H` must be a tfhess_linop\.Hessian"):
         thl.taylor_test(np.eye(2))
     with pytest.raises(ValueError, match=r"`direction` must have shape \(2,\)"):
         thl.taylor_test(H, np.ones(3))

@@ -175,9 +175,7 @@ def _iv_lobpcg(A, k, X, Y, rng):
         if X.ndim == 1:
             X = X[:, None]
         if X.shape != (n, k):
-            raise ValueError(
-                f"`X` must have shape ({n}, {k}) (n, k), got shape {np.shape(X)}."
-            )
+            raise ValueError(f"`X` must have shape ({n}, {k}) (n, k), got shape {np.shape(X)}.")
     n_constraints = 0 if Y is None else np.atleast_2d(np.asarray(Y).T).shape[0]
     return A, k, X, n, n_constraints
 

@@ -251,7 +251,9 @@ class NewtonCG:
         self.max_backtrack = _checks.positive_integer(max_backtrack, "max_backtrack")
         self.hessian = hessian
         self.operator = as_linop(hessian)
-        self._system = self.operator if self.damping == 0.0 else _Damped(self.operator, self.damping)
+        self._system = (
+            self.operator if self.damping == 0.0 else _Damped(self.operator, self.damping)
+        )
 
     @classmethod
     def from_keras(cls, model, loss, x, y, *, hessian_options=None, **options):
@@ -351,8 +353,13 @@ class NewtonCG:
         t, new_value, new_gradient = accepted
         self._assign(point + t * direction)
         record = NewtonStep(
-            value, grad_norm, new_value, result.n_matvec, certificate is not None,
-            t, t * float(np.linalg.norm(direction)),
+            value,
+            grad_norm,
+            new_value,
+            result.n_matvec,
+            certificate is not None,
+            t,
+            t * float(np.linalg.norm(direction)),
         )
         return record, new_value, new_gradient
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, aslinearoperator
+from scipy.sparse.linalg import LinearOperator
 
 from . import _checks, _mpi
 
@@ -216,9 +216,7 @@ def _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, n_matvec):
     return SolveResult(x, info, None, n_matvec, residual_norm, maxiter)
 
 
-def minres(
-    A, b, x0=None, *, rtol=1e-5, atol=0.0, shift=0.0, maxiter=None, M=None, callback=None
-):
+def minres(A, b, x0=None, *, rtol=1e-5, atol=0.0, shift=0.0, maxiter=None, M=None, callback=None):
     """Solve ``(A - shift I) x = b`` by MINRES, recording negative curvature.
 
     The minimum residual method of Paige and Saunders [1]_ for a symmetric,

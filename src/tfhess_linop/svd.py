@@ -95,7 +95,13 @@ def svds(
     A, k = _iv_svds(A, k, which, return_singular_vectors)
     if return_singular_vectors is False:
         w = eigsh(
-            A, k, which=which, ncv=ncv, tol=tol, v0=v0, maxiter=maxiter,
+            A,
+            k,
+            which=which,
+            ncv=ncv,
+            tol=tol,
+            v0=v0,
+            maxiter=maxiter,
             return_eigenvectors=False,
         )
         return np.sort(np.abs(w))
@@ -205,9 +211,7 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
     >>> np.allclose(s, 0.8 ** np.arange(5), rtol=1e-12)
     True
     """
-    A, n, k, oversample, n_iter, rng = _iv_randomized_svd(
-        A, k, oversample, n_iter, method, rng
-    )
+    A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
     width = min(k + oversample, n)
     omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
     Q = _checks.orthonormal_columns(_matmat(A, omega))

@@ -33,8 +33,7 @@ def _iv_operator_test(A, rtol, atol, rng):
         A = aslinearoperator(A)
     except TypeError as exc:
         raise TypeError(
-            "`A` must be a LinearOperator, an ndarray or a sparse array, "
-            f"got {type(A).__name__}."
+            f"`A` must be a LinearOperator, an ndarray or a sparse array, got {type(A).__name__}."
         ) from exc
     rtol = _checks.nonnegative_real(rtol, "rtol")
     atol = _checks.nonnegative_real(atol, "atol")
@@ -172,8 +171,7 @@ def _iv_taylor_test(H, direction, point, steps, rng):
     for attribute in ("value_and_gradient", "loss_value", "hvp", "variables", "flatten"):
         if not hasattr(hessian, attribute):
             raise TypeError(
-                "`H` must be a tfhess_linop.Hessian or HessianOperator, "
-                f"got {type(H).__name__}."
+                f"`H` must be a tfhess_linop.Hessian or HessianOperator, got {type(H).__name__}."
             )
     n = hessian.n
     if direction is None:
