@@ -24,9 +24,16 @@ from .estimators import (  # noqa: E402
 from .hessian import Hessian  # noqa: E402
 from .linop import HessianOperator, as_linop  # noqa: E402
 from .newton import NewtonCG  # noqa: E402
-from .solve import NegativeCurvature, SolveResult, cg, minres, pcg  # noqa: E402
+from .solve import (  # noqa: E402
+    NegativeCurvature,
+    SolveResult,
+    cg,
+    minres,
+    nystrom_preconditioner,
+    pcg,
+)
 from .svd import randomized_svd, svds  # noqa: E402
-from .testing import dottest, symmetry_test, taylor_test  # noqa: E402
+from .testing import dense_hessian_reference, dottest, symmetry_test, taylor_test  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -47,6 +54,7 @@ __all__ = [
     "SolveResult",
     "cg",
     "minres",
+    "nystrom_preconditioner",
     "pcg",
     # training
     "NewtonCG",
@@ -60,6 +68,7 @@ __all__ = [
     "xdiag",
     "xtrace",
     # checks
+    "dense_hessian_reference",
     "dottest",
     "symmetry_test",
     "taylor_test",
