@@ -162,6 +162,7 @@ def test_history_and_callback():
     assert history.message == "stopped by callback"
     assert history.losses.shape == history.grad_norms.shape == (3,)
     assert history.losses[-1] == pytest.approx(float(np.sum(np.cosh(w.numpy()))))
+    assert history.grad_norms[-1] == pytest.approx(float(np.linalg.norm(np.sinh(w.numpy()))))
     assert history.step_lengths.shape == (2,)
 
 

@@ -181,6 +181,7 @@ def test_result_unpacks_like_scipy():
     assert isinstance(result, thl.SolveResult)
     x, info = result
     assert info == 0 and np.allclose(x, 1.0)
+    assert len(result) == 2 and result[0] is x and result[1] == info
     assert result.residual_norm == 0.0
 
 

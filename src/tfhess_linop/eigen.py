@@ -38,7 +38,7 @@ def _default_v0(n, comm):
 
 def _iv_eigsh(A, k, which, v0, ncv, sigma):
     A, n = _checks.square_operator(A)
-    k = _checks.positive_integer(k, "k", upper=n - 1, upper_text="n - 1" + f" = {n - 1}")
+    k = _checks.positive_integer(k, "k", upper=n - 1, upper_text=f"n - 1 = {n - 1}")
     if sigma is None:
         _checks.choice(which, "which", ("LM", "SM", "LA", "SA", "BE"))
     if v0 is None:

@@ -316,7 +316,7 @@ class NewtonCG:
             if callback is not None and callback(record):
                 history.message = "stopped by callback"
                 break
-        history.loss, history.grad_norm = value, grad_norm
+        history.loss, history.grad_norm = value, float(np.linalg.norm(gradient))
         history.n_hvp = self.operator.n_hvp - start
         return history
 
@@ -338,8 +338,8 @@ class NewtonCG:
             direction = sign * length * d
             curvature = certificate.curvature * length**2
         if not np.any(direction):
-            # CG stopped at once on a first direction of zero curvature along
-            # a zero gradient: nothing to follow.
+            # Zero curvature along CG's first direction and no CG progress:
+            # the certificate gives no length, so take a gradient step.
             direction = -gradient
         slope = float(gradient @ direction)
         point = self.hessian.flatten([variable.numpy() for variable in self.hessian.variables])

@@ -62,7 +62,8 @@ class NegativeCurvature:
 class SolveResult:
     """Outcome of :func:`cg`, :func:`minres` or :func:`pcg`.
 
-    Unpacks like SciPy's result: ``x, info = cg(A, b)``.
+    Unpacks and indexes like SciPy's ``(x, info)`` tuple:
+    ``x, info = cg(A, b)``, ``cg(A, b)[0]``.
 
     Attributes
     ----------
@@ -92,6 +93,12 @@ class SolveResult:
 
     def __iter__(self):
         return iter((self.x, self.info))
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return (self.x, self.info)[index]
 
 
 def _iv_system(A, b, x0, rtol, atol, maxiter, M, default_maxiter):
