@@ -54,6 +54,9 @@ def test_eigsh_matches_eigh(case, which):
 def test_eigsh_cubic_loss_hessian(cubic_operator):
     assert np.allclose(thl.eigsh(cubic_operator, k=1, which="LA")[0], [30.0])
     assert np.allclose(thl.eigsh(cubic_operator, k=1, which="SA")[0], [-6.0])
+    # A Hessian itself is accepted and wrapped.
+    w = thl.eigsh(cubic_operator.hessian, k=1, which="SA", return_eigenvectors=False)
+    assert np.allclose(w, [-6.0])
 
 
 def test_eigsh_xor_hessian(xor_problem):

@@ -12,21 +12,27 @@ import numbers
 import numpy as np
 from scipy.sparse.linalg import aslinearoperator
 
+from .hessian import Hessian
+from .linop import as_linop
+
 
 def square_operator(A, name="A"):
     """Return `A` as a float64-compatible square ``LinearOperator`` and its size.
 
-    Dense arrays of integers are converted to float64 first, so that the
-    products are floating point.
+    A :class:`tfhess_linop.Hessian` becomes its ``as_linop`` operator; dense
+    arrays of integers are converted to float64, so that the products are
+    floating point.
     """
     if isinstance(A, np.ndarray) and not np.issubdtype(A.dtype, np.inexact):
         A = A.astype(np.float64)
+    if isinstance(A, Hessian):
+        A = as_linop(A)
     try:
         operator = aslinearoperator(A)
     except TypeError as exc:
         raise TypeError(
-            f"`{name}` must be a LinearOperator, an ndarray or a sparse array, "
-            f"got {type(A).__name__}."
+            f"`{name}` must be a LinearOperator (e.g. tfhess_linop.as_linop(H)), a "
+            f"Hessian, an ndarray or a sparse array, got {type(A).__name__}."
         ) from exc
     if len(operator.shape) != 2 or operator.shape[0] != operator.shape[1]:
         raise ValueError(f"`{name}` must be square, got shape {operator.shape}.")

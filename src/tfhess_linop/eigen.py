@@ -83,7 +83,7 @@ def eigsh(
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator, e.g. ``tfhess_linop.as_linop(H)``.
     k : int, optional
         Number of eigenvalues, ``0 < k < n``.
@@ -204,7 +204,7 @@ def lobpcg(
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator.
     k : int, optional
         Number of eigenpairs, ``0 < k <= n``.
@@ -315,7 +315,7 @@ def power_iteration(A, which="LM", *, tol=1e-6, maxiter=1000, v0=None, rng=None)
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator.
     which : {"LM", "LA", "SA"}, optional
         Largest magnitude, largest algebraic or smallest algebraic.

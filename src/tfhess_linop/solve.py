@@ -131,7 +131,7 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator.
     b : ndarray, shape (n,) or (n, 1)
         Right-hand side (not modified).
@@ -239,7 +239,7 @@ def minres(A, b, x0=None, *, rtol=1e-5, atol=0.0, shift=0.0, maxiter=None, M=Non
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator.
     b : ndarray, shape (n,) or (n, 1)
         Right-hand side (not modified).
@@ -450,7 +450,7 @@ def nystrom_preconditioner(A, rank, *, oversample=10, shift=0.0, rng=None):
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator.
     rank : int
         Rank r of the approximation, ``0 < rank <= n``.
@@ -543,7 +543,7 @@ def pcg(
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real symmetric operator; may be indefinite.
     b : ndarray, shape (n,) or (n, 1)
         Right-hand side (not modified).

@@ -55,7 +55,7 @@ def svds(
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real **symmetric** operator (symmetry is assumed, not checked; see
         :func:`tfhess_linop.symmetry_test`).
     k : int, optional
@@ -158,7 +158,7 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
 
     Parameters
     ----------
-    A : LinearOperator, ndarray or sparse array, shape (n, n)
+    A : LinearOperator, Hessian, ndarray or sparse array, shape (n, n)
         Real **symmetric** operator (for ``A = Aᵀ``, ``Aᵀ Q = A Q``; no
         product with ``Aᵀ`` is made).
     k : int
