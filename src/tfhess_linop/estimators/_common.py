@@ -18,8 +18,7 @@ def as_square_operator(A):
     if not isinstance(A, LinearOperator):
         if isinstance(A, np.ndarray) and A.ndim != 2:
             raise ValueError(
-                f"`A` must be a 2-D array or a LinearOperator, got an array of shape "
-                f"{A.shape}."
+                f"`A` must be a 2-D array or a LinearOperator, got an array of shape {A.shape}."
             )
         try:
             A = aslinearoperator(A)

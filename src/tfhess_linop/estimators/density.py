@@ -120,10 +120,7 @@ class SpectralDensity:
 
     def to_dict(self):
         """Plain-Python dictionary of every field (JSON-serialisable)."""
-        return {
-            field.name: _plain(getattr(self, field.name))
-            for field in dataclasses.fields(self)
-        }
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     def __repr__(self):
         return (
@@ -144,9 +141,7 @@ def _plain(value):
 
 def _check_sigma(sigma):
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(
-            f"`sigma` must be a positive number, got {type(sigma).__name__}."
-        )
+        raise TypeError(f"`sigma` must be a positive number, got {type(sigma).__name__}.")
     if not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"`sigma` must be positive and finite, got {sigma}.")
     return float(sigma)
@@ -282,10 +277,8 @@ def spectral_density(
     >>> bool(abs(result.moment(1) - eigenvalues.mean()) < 0.2)
     True
     """
-    A, n, comm, num_probes, num_steps, grid_size, sigma, rng, distribution = (
-        _iv_spectral_density(
-            A, num_probes, num_steps, grid_size, sigma, rng, distribution
-        )
+    A, n, comm, num_probes, num_steps, grid_size, sigma, rng, distribution = _iv_spectral_density(
+        A, num_probes, num_steps, grid_size, sigma, rng, distribution
     )
     starts = draw_probes(rng, n, num_probes, comm, distribution).T
     diagonals, off_diagonals, steps = _batched_lanczos(A, starts, min(num_steps, n))
@@ -337,9 +330,7 @@ def _batched_lanczos(A, starts, num_steps):
             coefficients = V @ W[:, :, None]
             W -= (np.swapaxes(coefficients, 1, 2) @ V)[:, 0]
         norms = np.linalg.norm(W, axis=1)
-        scale[active] = np.maximum.reduce(
-            [scale[active], np.abs(diagonals[active, j]), norms]
-        )
+        scale[active] = np.maximum.reduce([scale[active], np.abs(diagonals[active, j]), norms])
         if j == num_steps - 1:
             break
         off_diagonals[active, j] = norms
@@ -363,9 +354,7 @@ def _gauss_quadrature(diagonals, off_diagonals, steps):
         if k == 1:
             theta, vectors = diagonals[p, :1], np.ones((1, 1))
         else:
-            theta, vectors = eigh_tridiagonal(
-                diagonals[p, :k], off_diagonals[p, : k - 1]
-            )
+            theta, vectors = eigh_tridiagonal(diagonals[p, :k], off_diagonals[p, : k - 1])
         nodes[p, :k] = theta
         nodes[p, k:] = theta[-1]
         weights[p, :k] = vectors[0] ** 2

@@ -114,17 +114,13 @@ def exact_diagonal(A, *, block_size=None, progress=False):
 
 def _iv_hutchinson_diagonal(A, num_matvecs, rng, distribution, block_size):
     A, n, comm = as_square_operator(A)
-    num_matvecs = check_count(
-        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
-    )
+    num_matvecs = check_count(num_matvecs, "num_matvecs", 2, " (two probes give a standard error)")
     distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
     block_size = check_block_size(block_size, num_matvecs, n)
     return A, n, comm, num_matvecs, check_rng(rng), distribution, block_size
 
 
-def hutchinson_diagonal(
-    A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None
-):
+def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
     r"""Estimate the diagonal of a square operator with Hutchinson's estimator.
 
     Collective over `comm` (the ``A.comm`` attribute, if any): every rank
@@ -301,9 +297,7 @@ def xdiag(A, num_matvecs, *, rng=None):
         norms = np.linalg.norm(S, axis=0)
         S /= norms
         QS = Q @ S
-        samples = (
-            np.einsum("ij,ij->i", Q, Z)[:, None] - QS * (Z @ S) + Omega * QS / norms
-        )
+        samples = np.einsum("ij,ij->i", Q, Z)[:, None] - QS * (Z @ S) + Omega * QS / norms
         num_used = 2 * s
     return DiagonalEstimate(
         samples.mean(axis=1),

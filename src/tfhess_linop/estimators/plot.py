@@ -28,15 +28,11 @@ def _iv_plot_spectral_density(result, dynamic_range):
             f"got {type(result).__name__}."
         )
     if not (np.isfinite(dynamic_range) and dynamic_range > 1):
-        raise ValueError(
-            f"`dynamic_range` must be a number above 1, got {dynamic_range}."
-        )
+        raise ValueError(f"`dynamic_range` must be a number above 1, got {dynamic_range}.")
     return result, float(dynamic_range)
 
 
-def plot_spectral_density(
-    result, ax=None, *, mark_extremes=True, dynamic_range=1e8, **line_kwargs
-):
+def plot_spectral_density(result, ax=None, *, mark_extremes=True, dynamic_range=1e8, **line_kwargs):
     """Draw a spectral density on a logarithmic scale, marking the extreme eigenvalues.
 
     Parameters
@@ -103,11 +99,13 @@ def plot_spectral_density(
             ax.axvline(value, color="C3", linestyle="--", linewidth=1)
             ax.annotate(
                 f"λ{name} ≈ {value:.4g}",
-                xy=(value, 1.0),
+                xy=(value, 0.98),
                 xycoords=("data", "axes fraction"),
-                xytext=(3 if align == "left" else -3, -12),
+                xytext=(3 if align == "left" else -3, 0),
                 textcoords="offset points",
                 ha=align,
+                va="top",
                 color="C3",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
             )
     return ax

@@ -66,17 +66,13 @@ def _exact_trace(A, n, comm):
 
 def _iv_hutchinson_trace(A, num_matvecs, rng, distribution, block_size):
     A, n, comm = as_square_operator(A)
-    num_matvecs = check_count(
-        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
-    )
+    num_matvecs = check_count(num_matvecs, "num_matvecs", 2, " (two probes give a standard error)")
     distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
     block_size = check_block_size(block_size, num_matvecs, n)
     return A, n, comm, num_matvecs, check_rng(rng), distribution, block_size
 
 
-def hutchinson_trace(
-    A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None
-):
+def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
     r"""Estimate the trace of a square operator with Hutchinson's estimator.
 
     Collective over `comm` (the ``A.comm`` attribute, if any): every rank
