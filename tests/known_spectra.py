@@ -6,6 +6,9 @@ Shared by the tests of ``eigen``, ``svd`` and ``solve``.
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+import tfhess_linop as thl
+from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
+
 # The Hessian of the seed's loss 2 x³ y³ at (1, 1): eigenvalues 30 and -6.
 CUBIC_HESSIAN = np.array([[12.0, 18.0], [18.0, 12.0]])
 
@@ -59,3 +62,11 @@ class CountingOperator(LinearOperator):
 
     def _adjoint(self):
         return self
+
+
+def xor_problem():
+    """The seed's XOR network Hessian as an operator, and its dense reference."""
+    model = xor_model()
+    H = thl.Hessian.from_keras(model, "mse", XOR_X, XOR_Y)
+    reference = dense_reference(mse_mean(model, XOR_X, XOR_Y), model.trainable_variables)
+    return thl.as_linop(H), reference

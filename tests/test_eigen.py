@@ -5,8 +5,8 @@ import pytest
 import scipy.sparse.linalg as spla
 import tensorflow as tf
 
+import known_spectra
 import tfhess_linop as thl
-from conftest import XOR_X, XOR_Y, dense_reference, mse_mean, xor_model
 from known_spectra import CUBIC_HESSIAN, CountingOperator, dense_with_spectrum, spectrum
 
 CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
@@ -14,11 +14,7 @@ CASES = ["clustered", "indefinite", "rank_deficient", "positive_definite"]
 
 @pytest.fixture(scope="module")
 def xor_problem():
-    model = xor_model()
-    H = thl.Hessian.from_keras(model, "mse", XOR_X, XOR_Y)
-    return thl.as_linop(H), dense_reference(
-        mse_mean(model, XOR_X, XOR_Y), model.trainable_variables
-    )
+    return known_spectra.xor_problem()
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""Argument checks shared by the spectral and solver functions.
+"""Argument checks and small helpers shared by the spectral and solver modules.
 
-Every public function of :mod:`eigen`, :mod:`svd`, :mod:`solve` and
-:mod:`testing` validates its arguments in one private ``_iv``; these helpers
-keep the messages of those functions identical.
+Every public function of :mod:`eigen`, :mod:`svd`, :mod:`solve`,
+:mod:`testing` and :mod:`newton` validates its arguments in one private
+``_iv``; these helpers keep the messages of those functions identical.
 """
 
 from __future__ import annotations
@@ -116,7 +116,14 @@ def orthonormal_columns(Y, against=None):
     return Q
 
 
+def assign_flat(hessian, flat):
+    """Set the Hessian's variables to the flat float64 vector `flat` (cast to their dtype)."""
+    for variable, array in zip(hessian.variables, hessian.unflatten(flat), strict=True):
+        variable.assign(np.asarray(array, dtype=variable.dtype.as_numpy_dtype))
+
+
 __all__ = [
+    "assign_flat",
     "choice",
     "communicator",
     "nonnegative_integer",

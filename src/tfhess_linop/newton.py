@@ -345,13 +345,13 @@ class NewtonCG:
         point = self.hessian.flatten([variable.numpy() for variable in self.hessian.variables])
         accepted = self._line_search(point, direction, value, slope, curvature, certificate)
         if accepted is None:
-            self._assign(point)
+            _checks.assign_flat(self.hessian, point)
             record = NewtonStep(
                 value, grad_norm, value, result.n_matvec, certificate is not None, 0.0, 0.0
             )
             return record, value, gradient
         t, new_value, new_gradient = accepted
-        self._assign(point + t * direction)
+        _checks.assign_flat(self.hessian, point + t * direction)
         record = NewtonStep(
             value,
             grad_norm,
@@ -370,7 +370,7 @@ class NewtonCG:
         """
 
         def trial(t):
-            self._assign(point + t * direction)
+            _checks.assign_flat(self.hessian, point + t * direction)
             new_value, new_gradient = self.hessian.value_and_gradient()
             decrease = t * slope + 0.5 * t * t * min(0.0, curvature)
             return new_value <= value + self.armijo * decrease, (t, new_value, new_gradient)
@@ -392,8 +392,3 @@ class NewtonCG:
                     break
                 accepted = longer
         return accepted
-
-    def _assign(self, flat):
-        arrays = self.hessian.unflatten(flat)
-        for variable, array in zip(self.hessian.variables, arrays, strict=True):
-            variable.assign(np.asarray(array, dtype=variable.dtype.as_numpy_dtype))

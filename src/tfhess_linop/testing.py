@@ -247,13 +247,13 @@ def taylor_test(H, direction=None, *, point=None, steps=None, rng=None):
     if point is None:
         point = hessian.flatten(saved)
     try:
-        _assign(hessian, point)
+        _checks.assign_flat(hessian, point)
         value, gradient = hessian.value_and_gradient()
         slope = float(gradient @ direction)
         curvature = float(direction @ hessian.hvp(direction))
         errors, noise = np.empty(steps.size), np.empty(steps.size)
         for i, h in enumerate(steps):
-            _assign(hessian, point + h * direction)
+            _checks.assign_flat(hessian, point + h * direction)
             moved = hessian.loss_value()
             model = value + h * slope + 0.5 * h * h * curvature
             errors[i] = abs(moved - model)
@@ -270,11 +270,6 @@ def _observed_order(steps, errors, noise):
     if usable.size < 2:
         return float("nan")
     return float(np.polyfit(np.log(steps[usable]), np.log(errors[usable]), 1)[0])
-
-
-def _assign(hessian, flat):
-    for variable, array in zip(hessian.variables, hessian.unflatten(flat), strict=True):
-        variable.assign(np.asarray(array, dtype=variable.dtype.as_numpy_dtype))
 
 
 def dense_hessian_reference(loss, variables):
