@@ -38,7 +38,8 @@ __all__ = [
 NEGATIVE_CURVATURE_INFO = -2
 
 
-@dataclass(frozen=True)
+# eq=False: the fields hold arrays, whose == is elementwise, not a bool.
+@dataclass(frozen=True, eq=False)
 class NegativeCurvature:
     """A direction along which the operator has non-positive curvature.
 
@@ -58,7 +59,7 @@ class NegativeCurvature:
     iteration: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SolveResult:
     """Outcome of :func:`cg`, :func:`minres` or :func:`pcg`.
 
