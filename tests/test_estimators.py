@@ -200,6 +200,23 @@ def test_hutchinson_results_do_not_depend_on_block_size(block_size):
     np.testing.assert_allclose(diagonal.standard_error, diagonal_reference.standard_error, 1e-10)
 
 
+@pytest.mark.parametrize("m", [2, 3, 10])
+def test_hutchinson_standard_errors_are_sample_deviations(m):
+    # For [[0, 1], [1, 0]] every random-sign sample z^T A z is +-2 (and each
+    # entry of z * A z is +-1), so the estimate tells how many were positive
+    # and fixes the sample standard deviation.
+    A = np.array([[0.0, 1.0], [1.0, 0.0]])
+    for seed in range(5):
+        estimate, standard_error = thl.hutchinson_trace(A, m, rng=seed)
+        positive = round((estimate / 2 + 1) * m / 2)
+        samples = np.repeat([2.0, -2.0], [positive, m - positive])
+        assert estimate == pytest.approx(samples.mean(), abs=1e-14)
+        assert standard_error == pytest.approx(samples.std(ddof=1) / np.sqrt(m), abs=1e-14)
+        diagonal, errors = thl.hutchinson_diagonal(A, m, rng=seed)
+        np.testing.assert_allclose(diagonal, estimate / 2, atol=1e-14)
+        np.testing.assert_allclose(errors, standard_error / 2, atol=1e-14)
+
+
 def test_hutchinson_with_gaussian_probes_is_unbiased():
     A = with_spectrum(np.linspace(1.0, 2.0, 40), seed=8)
     estimates = [

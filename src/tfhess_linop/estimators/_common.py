@@ -9,8 +9,11 @@ from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from .. import _mpi
 
-# Largest number of float64 entries in one block of probes by default (128 MiB).
-_DEFAULT_BLOCK_ENTRIES = 2**24
+# Default block of probes: at most 64 columns (batched HVPs gain little
+# beyond a few dozen columns and their memory grows with the block) and at
+# most 32 MiB of float64 entries.
+_DEFAULT_BLOCK_COLUMNS = 64
+_DEFAULT_BLOCK_ENTRIES = 2**22
 
 
 def as_square_operator(A):
@@ -46,9 +49,10 @@ def check_count(value, name, minimum, reason=""):
 
 
 def check_block_size(block_size, total, n):
-    """Number of columns per product: `block_size`, or what fits in 128 MiB."""
+    """Number of columns per product: `block_size`, or the default (64, 32 MiB)."""
     if block_size is None:
-        return max(1, min(total, _DEFAULT_BLOCK_ENTRIES // max(n, 1)))
+        columns = min(_DEFAULT_BLOCK_COLUMNS, _DEFAULT_BLOCK_ENTRIES // max(n, 1))
+        return max(1, min(total, columns))
     return min(check_count(block_size, "block_size", 1), max(total, 1))
 
 

@@ -77,8 +77,8 @@ def exact_diagonal(A, *, block_size=None, progress=False):
     A : LinearOperator, ndarray or sparse matrix, shape (n, n)
         The operator; only ``A.matmat`` is used.
     block_size : int, optional
-        Number of identity columns per ``A.matmat`` call. Default: all n, up
-        to what fits in 128 MiB.
+        Number of identity columns per ``A.matmat`` call. Default: 64, or
+        fewer so that a block takes at most 32 MiB.
     progress : bool, optional
         Show a progress bar (on rank 0 only).
 
@@ -139,8 +139,8 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
         entry :math:`j` comes from the off-diagonal entries of row :math:`j`
         only) or standard normal.
     block_size : int, optional
-        Number of probes per ``A.matmat`` call. Default: all of them, up to
-        what fits in 128 MiB. The result does not depend on it.
+        Number of probes per ``A.matmat`` call. Default: 64, or fewer so that
+        a block takes at most 32 MiB. The result does not depend on it.
 
     Returns
     -------

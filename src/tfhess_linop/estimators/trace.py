@@ -90,8 +90,8 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
         Entries of the probes: random signs (the default; smallest variance
         for real matrices) or standard normal.
     block_size : int, optional
-        Number of probes per ``A.matmat`` call. Default: all of them, up to
-        what fits in 128 MiB. The result does not depend on it.
+        Number of probes per ``A.matmat`` call. Default: 64, or fewer so that
+        a block takes at most 32 MiB. The result does not depend on it.
 
     Returns
     -------
@@ -146,10 +146,11 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
     )
 
 
-def _iv_low_rank_trace(A, num_matvecs, rng, minimum, name):
+def _iv_hutchpp_trace(A, num_matvecs, rng, distribution):
     A, n, comm = as_square_operator(A)
-    num_matvecs = check_count(num_matvecs, "num_matvecs", minimum, f" for {name}")
-    return A, n, comm, num_matvecs, check_rng(rng)
+    num_matvecs = check_count(num_matvecs, "num_matvecs", 4, " for Hutch++")
+    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
+    return A, n, comm, num_matvecs, check_rng(rng), distribution
 
 
 def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
@@ -213,8 +214,7 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     >>> bool(abs(estimate - np.trace(A)) < 0.02 * np.trace(A))
     True
     """
-    A, n, comm, m, rng = _iv_low_rank_trace(A, num_matvecs, rng, 4, "Hutch++")
-    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
+    A, n, comm, m, rng, distribution = _iv_hutchpp_trace(A, num_matvecs, rng, distribution)
     if m >= n:
         return _exact_trace(A, n, comm)
     s = m // 3
@@ -230,6 +230,12 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
         method="hutch++",
         num_matvecs=m,
     )
+
+
+def _iv_xtrace(A, num_matvecs, rng):
+    A, n, comm = as_square_operator(A)
+    num_matvecs = check_count(num_matvecs, "num_matvecs", 4, " for XTrace")
+    return A, n, comm, num_matvecs, check_rng(rng)
 
 
 def xtrace(A, num_matvecs, *, rng=None):
@@ -303,7 +309,7 @@ def xtrace(A, num_matvecs, *, rng=None):
     >>> bool(abs(estimate - np.trace(A)) < 0.01 * np.trace(A))
     True
     """
-    A, n, comm, m, rng = _iv_low_rank_trace(A, num_matvecs, rng, 4, "XTrace")
+    A, n, comm, m, rng = _iv_xtrace(A, num_matvecs, rng)
     if m >= n:
         return _exact_trace(A, n, comm)
     s = m // 2
