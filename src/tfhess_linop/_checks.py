@@ -46,10 +46,11 @@ def communicator(A):
     return getattr(A, "comm", None)
 
 
-def positive_integer(value, name, *, upper=None, upper_text=None, allow_none=False):
-    """Check that `value` is an integer in ``[1, upper]`` and return it as int."""
-    if value is None and allow_none:
-        return None
+def positive_integer(value, name, *, upper=None, upper_text=None):
+    """Check that `value` is an integer in ``[1, upper]`` and return it as int.
+
+    `upper_text` names the bound in the message (e.g. "n - 1 = 59").
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
     value = int(value)
