@@ -3,7 +3,7 @@
 It exists for ``benchmarks/results.md``, which the benchmark harness writes
 and the README and these docs both show. It converts the plain Markdown such
 a report uses (headings, paragraphs, pipe tables, lists, fenced code, block
-quotes; inline code, bold, italics and links) straight to docutils nodes, so
+quotes; inline code, bold, italics, web links) straight to docutils nodes, so
 that no Markdown text is ever re-parsed as reST: a stray ``*`` or ``|`` in a
 report cannot break a ``-W`` build. Headings become rubrics, so the included
 file never changes the page's section structure.
@@ -65,9 +65,13 @@ def inline(text):
             label = match.group("alt") or match.group("src")
             result.append(nodes.emphasis(label, label))
         elif match.group("href") is not None:
-            result.append(
-                nodes.reference("", "", *inline(match.group("link")), refuri=match.group("href"))
-            )
+            label, target = inline(match.group("link")), match.group("href")
+            if re.match(r"^(https?|mailto):", target):
+                result.append(nodes.reference("", "", *label, refuri=target))
+            else:
+                # A path relative to the Markdown file means nothing in the
+                # built pages: keep the text, drop the link.
+                result.extend(label)
         else:
             url = match.group("auto")
             result.append(nodes.reference(url, url, refuri=url))
