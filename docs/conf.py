@@ -52,6 +52,34 @@ autodoc_default_options = {"members": False}
 autosummary_generate = False  # the API pages are written out, nothing generated
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
+# Link the types named in "Parameters"/"Returns" (only these names; other
+# words of a type description stay plain text).
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = "all"
+numpydoc_xref_aliases = {
+    "ndarray": "numpy.ndarray",
+    "LinearOperator": "scipy.sparse.linalg.LinearOperator",
+    "Generator": "numpy.random.Generator",
+    "numpy.random.Generator": "numpy.random.Generator",
+    "tf.Variable": "tf.Variable",
+    "tf.Tensor": "tf.Tensor",
+    "keras.Variable": "keras.Variable",
+    "keras.Model": "keras.Model",
+    "keras.losses.Loss": "keras.losses.Loss",
+    "Hessian": "tfhess_linop.Hessian",
+    "HessianOperator": "tfhess_linop.HessianOperator",
+    "SolveResult": "tfhess_linop.SolveResult",
+    "NegativeCurvature": "tfhess_linop.NegativeCurvature",
+    "TraceEstimate": "tfhess_linop.estimators.TraceEstimate",
+    "DiagonalEstimate": "tfhess_linop.estimators.DiagonalEstimate",
+    "SpectralDensity": "tfhess_linop.estimators.SpectralDensity",
+    "NewtonStep": "tfhess_linop.newton.NewtonStep",
+    "NewtonHistory": "tfhess_linop.newton.NewtonHistory",
+    "NystromPreconditioner": "tfhess_linop.solve.NystromPreconditioner",
+    "TaylorTestResult": "tfhess_linop.testing.TaylorTestResult",
+    "tfhess_linop.Hessian": "tfhess_linop.Hessian",
+    "tfhess_linop.SolveResult": "tfhess_linop.SolveResult",
+}
 
 # :doi:`10.1137/...` and :arxiv:`2301.07825` in docstrings' reference lists.
 extlinks = {

@@ -4,7 +4,7 @@ Each ``<name>.txt`` in the source folder lists, one per line,
 
     <object name> <domain:role> <URI relative to the project's docs>
 
-(``$`` in the URI stands for the object's name, as in ``objects.inv``).
+(``$`` anywhere in the URI stands for the object's name).
 :func:`mapping` compiles every list to a Sphinx ``objects.inv`` (version 2)
 and returns an ``intersphinx_mapping`` whose locations try that local file
 first; online, the project's published inventory comes first instead.
@@ -38,7 +38,8 @@ def compile_inventory(text: str, project: str) -> bytes:
                 f"'<name> <domain:role> <uri>', got {raw!r}"
             )
         name, role, uri = fields
-        entries.append(f"{name} {role} 1 {uri} -\n")
+        # objects.inv only expands a trailing "$"; expand it anywhere here.
+        entries.append(f"{name} {role} 1 {uri.replace('$', name)} -\n")
     body = zlib.compress("".join(entries).encode("utf-8"), 9)
     return _HEADER.format(project=project).encode("utf-8") + body
 
