@@ -342,6 +342,10 @@ def _leave_one_out_samples(A, Omega, Q, sigma, Vt, n):
     S = Vt / sigma[:, None]
     norms = np.linalg.norm(S, axis=0)
     S /= norms
+    # With w_i = Q^T omega_i and c_i = (I - s_i s_i^T) w_i, P_(i) omega_i = Q c_i,
+    # so u_i = omega_i - Q c_i and, as A omega_i = Q b_i and b_i^T s_i = 1/norm_i,
+    # u_i^T A u_i = -b_i^T w_i + 2 s_i^T w_i / norm_i + c_i^T H c_i and
+    # ||u_i||^2 = ||omega_i||^2 - ||c_i||^2: no product with A beyond AQ.
     SW = np.einsum("ki,ki->i", S, W)
     C = W - S * SW
     SHS = np.einsum("ki,ki->i", S, H @ S)
