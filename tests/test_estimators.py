@@ -667,6 +667,12 @@ def test_plot_draws_a_log_density_with_marked_extremes(outlier_density, tmp_path
         plt.close(figure)
 
 
+@pytest.mark.parametrize(("value", "error"), [(1.0, ValueError), ("big", TypeError)])
+def test_plot_checks_dynamic_range(outlier_density, value, error):
+    with pytest.raises(error, match="`dynamic_range` must be a number above 1"):
+        thl.plot_spectral_density(outlier_density, dynamic_range=value)
+
+
 def test_plot_without_matplotlib_says_how_to_install_it(outlier_density, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .density import SpectralDensity
@@ -26,6 +28,10 @@ def _iv_plot_spectral_density(result, dynamic_range):
         raise TypeError(
             "`result` must be the SpectralDensity returned by spectral_density, "
             f"got {type(result).__name__}."
+        )
+    if isinstance(dynamic_range, bool) or not isinstance(dynamic_range, numbers.Real):
+        raise TypeError(
+            f"`dynamic_range` must be a number above 1, got {type(dynamic_range).__name__}."
         )
     if not (np.isfinite(dynamic_range) and dynamic_range > 1):
         raise ValueError(f"`dynamic_range` must be a number above 1, got {dynamic_range}.")
