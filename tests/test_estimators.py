@@ -409,6 +409,8 @@ def test_multiple_of_identity_gets_a_positive_default_sigma():
 def test_num_steps_is_capped_at_n():
     result = thl.spectral_density(np.diag(np.arange(8.0)), num_probes=2, num_steps=50, rng=1)
     assert result.nodes.shape == (2, 8)
+    np.testing.assert_allclose([result.ritz_min, result.ritz_max], [0.0, 7.0], atol=1e-12)
+    assert result.sigma == pytest.approx(7.0 / 8)
 
 
 def test_sigma_and_grid_size_are_honoured():

@@ -198,7 +198,7 @@ def spectral_density(
         Number of points of the grid on which the density is returned.
     sigma : float, optional
         Standard deviation of the Gaussian smoothing kernel. Default:
-        ``(ritz_max - ritz_min) / num_steps``, about the spacing of the
+        ``(ritz_max - ritz_min) / min(num_steps, n)``, about the spacing of the
         quadrature nodes, i.e. the resolution of `num_steps` Lanczos steps
         (1e-3 times the largest absolute Ritz value, or 1e-3, when all Ritz
         values coincide).
@@ -281,7 +281,8 @@ def spectral_density(
         A, num_probes, num_steps, grid_size, sigma, rng, distribution
     )
     starts = draw_probes(rng, n, num_probes, comm, distribution).T
-    diagonals, off_diagonals, steps = _batched_lanczos(A, starts, min(num_steps, n))
+    num_steps = min(num_steps, n)
+    diagonals, off_diagonals, steps = _batched_lanczos(A, starts, num_steps)
     nodes, weights = _gauss_quadrature(diagonals, off_diagonals, steps)
     ritz_min, ritz_max = float(nodes.min()), float(nodes.max())
     if sigma is None:
@@ -326,6 +327,9 @@ def _batched_lanczos(A, starts, num_steps):
         current = V[:, j]
         W = apply(A, current.T).T
         diagonals[active, j] = np.einsum("pn,pn->p", current, W)
+        # Classical Gram-Schmidt twice against the whole basis ("twice is
+        # enough") keeps it orthogonal to working accuracy; it also removes the
+        # alpha_j q_j + beta_j q_{j-1} of the three-term recurrence.
         for _ in range(2):
             coefficients = V @ W[:, :, None]
             W -= (np.swapaxes(coefficients, 1, 2) @ V)[:, 0]
