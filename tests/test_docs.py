@@ -139,7 +139,12 @@ def test_api_reference_documents_every_public_name(runs):
     import tfhess_linop
 
     page = (runs["html"] / "api.html").read_text(encoding="utf-8")
-    missing = [name for name in tfhess_linop.__all__ if f'id="tfhess_linop.{name}"' not in page]
+    # Documented at the top level or in the submodule that defines it.
+    missing = [
+        name
+        for name in tfhess_linop.__all__
+        if not re.search(rf'id="tfhess_linop\.(\w+\.)?{name}"', page)
+    ]
     assert not missing, f"public names without an entry in docs/api.rst: {missing}"
     assert 'id="tfhess_linop.compat.numsa.Hessian"' in page
 
