@@ -261,6 +261,19 @@ def test_dense_is_symmetric_and_independent_of_block_size(rng):
         np.testing.assert_allclose(H.dense(block_size=block), full, rtol=1e-13, atol=1e-15)
 
 
+def test_wide_blocks_are_split_into_calls_of_max_columns(rng):
+    model = mlp(sizes=(3, 4, 2), seed=14)
+    x = rng.standard_normal((6, 3))
+    y = rng.standard_normal((6, 2))
+    H = thl.Hessian.from_keras(model, "mse", x, y)
+    reference = dense_reference(mse_mean(model, x, y), model.trainable_variables)
+    H.max_columns = 2
+    V = rng.standard_normal((H.n, 5))
+    np.testing.assert_allclose(H.hvp(V), reference @ V, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(H.dense(), reference, rtol=1e-10, atol=1e-13)
+    assert H.hvp(np.zeros((H.n, 0))).shape == (H.n, 0)
+
+
 def test_dense_progress_bar(capsys):
     w = tf.Variable(np.ones(5))
     H = thl.Hessian(lambda w: tf.reduce_sum(w**4), w)

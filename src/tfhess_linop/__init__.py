@@ -12,6 +12,9 @@ _mpi.configure_threads_from_environment()
 from ._mpi import CollectiveError, configure_threads  # noqa: E402
 from .eigen import eigsh, lobpcg, power_iteration  # noqa: E402
 from .estimators import (  # noqa: E402
+    DiagonalEstimate,
+    SpectralDensity,
+    TraceEstimate,
     exact_diagonal,
     hutchinson_diagonal,
     hutchinson_trace,
@@ -59,6 +62,9 @@ __all__ = [
     # training
     "NewtonCG",
     # estimators
+    "DiagonalEstimate",
+    "SpectralDensity",
+    "TraceEstimate",
     "exact_diagonal",
     "hutchinson_diagonal",
     "hutchinson_trace",

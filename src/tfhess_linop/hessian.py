@@ -16,10 +16,11 @@ from ._keras import keras_contribution
 
 __all__ = ["Hessian"]
 
-# Columns per batched HVP call in `dense`: bounds the (n, block) identity
-# block to 32 MiB and keeps the vectorised HVP's working set moderate.
+# Columns per vectorised HVP call: pfor keeps one copy of the activations
+# per column, so wide blocks are split.
+_MAX_COLUMNS = 256
+# `dense` also bounds its (n, block) identity block to 32 MiB.
 _DENSE_BLOCK_BYTES = 32 * 2**20
-_DENSE_MAX_BLOCK = 512
 
 
 class Hessian:
@@ -62,6 +63,9 @@ class Hessian:
     variables : list of tf.Variable
         The underlying TensorFlow variables.
     comm : mpi4py communicator or None
+    max_columns : int
+        Most columns per vectorised HVP call (default 256); `hvp` splits wider
+        blocks. Lower it if a wide ``matmat`` runs out of memory.
 
     See Also
     --------
@@ -233,6 +237,7 @@ class Hessian:
         )
         self._layout = self._engine.layout
         self._mutable_state = {}
+        self.max_columns = _MAX_COLUMNS
         counts = _mpi.allgather_object(self._layout.n, self.comm)
         _mpi.agree(
             len(set(counts)) == 1,
@@ -300,8 +305,9 @@ class Hessian:
         Parameters
         ----------
         v : array_like, shape (n,) or (n, k)
-            One vector, or k vectors as columns (computed in one batched,
-            vectorised call).
+            One vector, or k vectors as columns, computed by vectorised calls
+            of at most `max_columns` columns each (a vectorised HVP holds
+            one copy of the model's activations per column).
 
         Returns
         -------
@@ -310,11 +316,15 @@ class Hessian:
         v = self._check_vectors(v, "v")
         if v.ndim == 1:
             return self._sum(self._engine.hvp, (self.n,), v)
-        if v.shape[1] == 0:
-            return np.zeros((self.n, 0))
         if v.shape[1] == 1:
-            return self.hvp(v[:, 0])[:, None]
-        return self._sum(self._engine.hvp_columns, v.shape, v)
+            return self._sum(self._engine.hvp, (self.n,), v[:, 0])[:, None]
+        result = np.empty_like(v)
+        for start in range(0, v.shape[1], self.max_columns):
+            block = np.ascontiguousarray(v[:, start : start + self.max_columns])
+            result[:, start : start + block.shape[1]] = self._sum(
+                self._engine.hvp_columns, block.shape, block
+            )
+        return result
 
     def action(self, v):
         """The gradient and the Hessian-vector product from one pass.
@@ -344,7 +354,8 @@ class Hessian:
         Parameters
         ----------
         block_size : int, optional
-            Columns per batched HVP (default: as many as fit in 32 MiB, at most 512).
+            Columns per batched HVP (default: as many as fit in 32 MiB, at most
+            `max_columns`).
         progress : bool, default: False
             Show a progress bar (on rank 0).
 
@@ -355,7 +366,7 @@ class Hessian:
         """
         n = self.n
         if block_size is None:
-            block_size = max(1, min(n, _DENSE_MAX_BLOCK, _DENSE_BLOCK_BYTES // (8 * max(n, 1))))
+            block_size = max(1, min(n, self.max_columns, _DENSE_BLOCK_BYTES // (8 * max(n, 1))))
         elif (
             isinstance(block_size, bool)
             or not isinstance(block_size, (int, np.integer))

@@ -122,6 +122,14 @@ close("cg", result.x, result0.x, rtol=1e-8, atol=1e-10)
 identical_on_all_ranks("cg", result.x)
 identical_on_all_ranks("cg negative curvature", result.negative_curvature is not None)
 
+trace, error = thl.hutchpp_trace(A, 30, rng=3)
+close("hutchpp_trace", trace, np.trace(dense), rtol=0.5)
+identical_on_all_ranks("hutchpp_trace", [trace, error])
+
+density = thl.spectral_density(A, num_probes=4, num_steps=serial.n, rng=4)
+close("spectral_density extremes", [density.ritz_min, density.ritz_max], top[[-1, 0]], rtol=1e-6)
+identical_on_all_ranks("spectral_density", density.density)
+
 if rank == 0:
     with open(sys.argv[1], "w") as stream:
         json.dump(report, stream)
