@@ -602,7 +602,7 @@ SQUARE = np.eye(6)
     [
         (lambda: thl.hutchinson_trace(np.ones((3, 4)), 5), ValueError, "`A` must be square"),
         (lambda: thl.xtrace(np.ones(4), 5), ValueError, "`A` must be a 2-D array"),
-        (lambda: thl.xdiag("matrix", 5), TypeError, "`A` must be a scipy LinearOperator"),
+        (lambda: thl.xdiag("matrix", 5), TypeError, "`A` must be a LinearOperator"),
         (lambda: thl.hutchpp_trace(SQUARE * 1j, 5), TypeError, "`A` must be real"),
         (lambda: thl.hutchinson_trace(SQUARE, 1), ValueError, "`num_matvecs` must be at least 2"),
         (lambda: thl.hutchpp_trace(SQUARE, 3), ValueError, "at least 4 for Hutch++, got 3"),

@@ -23,6 +23,10 @@ def square_operator(A, name="A"):
     arrays of integers are converted to float64, so that the products are
     floating point.
     """
+    if isinstance(A, np.ndarray) and A.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D array or a LinearOperator, got an array of shape {A.shape}."
+        )
     if isinstance(A, np.ndarray) and not np.issubdtype(A.dtype, np.inexact):
         A = A.astype(np.float64)
     if isinstance(A, Hessian):
@@ -58,6 +62,30 @@ def positive_integer(value, name, *, upper=None, upper_text=None):
         bound = f"`0 < {name} <= {upper_text or upper}`" if upper is not None else "positive"
         raise ValueError(f"`{name}` must be an integer satisfying {bound}, got {value}.")
     return value
+
+
+def integer_at_least(value, name, minimum, reason=""):
+    """Check that `value` is an integer ``>= minimum`` and return it as int.
+
+    `reason` follows the bound in the message (e.g. " for Hutch++").
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}{reason}, got {value}.")
+    return value
+
+
+def generator(rng):
+    """Return a `numpy.random.Generator` made from `rng` (None, seed or Generator)."""
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            "`rng` must be None, an int seed, a SeedSequence or a numpy Generator, "
+            f"got {type(rng).__name__}."
+        ) from exc
 
 
 def nonnegative_integer(value, name):
@@ -127,6 +155,8 @@ __all__ = [
     "assign_flat",
     "choice",
     "communicator",
+    "generator",
+    "integer_at_least",
     "nonnegative_integer",
     "nonnegative_real",
     "orthonormal_columns",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from .. import _mpi
+from .._checks import communicator, integer_at_least, square_operator
 
 # Default block of probes: at most 64 columns (batched HVPs gain little
 # beyond a few dozen columns and their memory grows with the block) and at
@@ -18,34 +16,8 @@ _DEFAULT_BLOCK_ENTRIES = 2**22
 
 def as_square_operator(A):
     """Return `A` as a real square `LinearOperator`, its size and its communicator."""
-    if not isinstance(A, LinearOperator):
-        if isinstance(A, np.ndarray) and A.ndim != 2:
-            raise ValueError(
-                f"`A` must be a 2-D array or a LinearOperator, got an array of shape {A.shape}."
-            )
-        try:
-            A = aslinearoperator(A)
-        except TypeError:
-            raise TypeError(
-                "`A` must be a scipy LinearOperator, a 2-D array or a sparse matrix, "
-                f"got {type(A).__name__}."
-            ) from None
-    if len(A.shape) != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"`A` must be square, got shape {A.shape}.")
-    if A.dtype is not None and np.issubdtype(A.dtype, np.complexfloating):
-        raise TypeError(f"`A` must be real, got dtype {A.dtype}.")
-    comm = _mpi.resolve_comm(getattr(A, "comm", None))
-    return A, A.shape[0], comm
-
-
-def check_count(value, name, minimum, reason=""):
-    """Return `value` as an int after checking it is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}{reason}, got {value}.")
-    return value
+    A, n = square_operator(A)
+    return A, n, _mpi.resolve_comm(communicator(A))
 
 
 def check_block_size(block_size, total, n):
@@ -53,18 +25,7 @@ def check_block_size(block_size, total, n):
     if block_size is None:
         columns = min(_DEFAULT_BLOCK_COLUMNS, _DEFAULT_BLOCK_ENTRIES // max(n, 1))
         return max(1, min(total, columns))
-    return min(check_count(block_size, "block_size", 1), max(total, 1))
-
-
-def check_rng(rng):
-    """Return a `numpy.random.Generator` made from `rng`."""
-    try:
-        return np.random.default_rng(rng)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            "`rng` must be None, an int seed, a SeedSequence or a numpy Generator, "
-            f"got {type(rng).__name__}."
-        ) from exc
+    return min(integer_at_least(block_size, "block_size", 1), max(total, 1))
 
 
 def check_distribution(distribution, allowed):

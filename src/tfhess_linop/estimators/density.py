@@ -8,12 +8,11 @@ import numbers
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
+from .._checks import generator, integer_at_least
 from ._common import (
     apply,
     as_square_operator,
-    check_count,
     check_distribution,
-    check_rng,
     draw_probes,
 )
 
@@ -115,7 +114,7 @@ class SpectralDensity:
         -------
         float
         """
-        order = check_count(order, "order", 0)
+        order = integer_at_least(order, "order", 0)
         return float(np.mean(np.sum(self.weights * self.nodes**order, axis=1)))
 
     def to_dict(self):
@@ -151,9 +150,9 @@ def _iv_spectral_density(A, num_probes, num_steps, grid_size, sigma, rng, distri
     A, n, comm = as_square_operator(A)
     if n == 0:
         raise ValueError("`A` must have at least one row, got shape (0, 0).")
-    num_probes = check_count(num_probes, "num_probes", 1)
-    num_steps = check_count(num_steps, "num_steps", 1)
-    grid_size = check_count(grid_size, "grid_size", 2)
+    num_probes = integer_at_least(num_probes, "num_probes", 1)
+    num_steps = integer_at_least(num_steps, "num_steps", 1)
+    grid_size = integer_at_least(grid_size, "grid_size", 2)
     if sigma is not None:
         sigma = _check_sigma(sigma)
     distribution = check_distribution(distribution, ("rademacher", "normal"))
@@ -165,7 +164,7 @@ def _iv_spectral_density(A, num_probes, num_steps, grid_size, sigma, rng, distri
         num_steps,
         grid_size,
         sigma,
-        check_rng(rng),
+        generator(rng),
         distribution,
     )
 

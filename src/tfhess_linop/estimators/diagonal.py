@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import generator, integer_at_least
 from ._common import (
     EstimatePair,
     apply,
     as_square_operator,
     blocks,
     check_block_size,
-    check_count,
     check_distribution,
-    check_rng,
     draw_probes,
     identity_diagonal,
     orthonormal_range,
@@ -114,10 +113,12 @@ def exact_diagonal(A, *, block_size=None, progress=False):
 
 def _iv_hutchinson_diagonal(A, num_matvecs, rng, distribution, block_size):
     A, n, comm = as_square_operator(A)
-    num_matvecs = check_count(num_matvecs, "num_matvecs", 2, " (two probes give a standard error)")
+    num_matvecs = integer_at_least(
+        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
+    )
     distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
     block_size = check_block_size(block_size, num_matvecs, n)
-    return A, n, comm, num_matvecs, check_rng(rng), distribution, block_size
+    return A, n, comm, num_matvecs, generator(rng), distribution, block_size
 
 
 def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
@@ -204,8 +205,8 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
 
 def _iv_xdiag(A, num_matvecs, rng):
     A, n, comm = as_square_operator(A)
-    num_matvecs = check_count(num_matvecs, "num_matvecs", 4, " for XDiag")
-    return A, n, comm, num_matvecs, check_rng(rng)
+    num_matvecs = integer_at_least(num_matvecs, "num_matvecs", 4, " for XDiag")
+    return A, n, comm, num_matvecs, generator(rng)
 
 
 def xdiag(A, num_matvecs, *, rng=None):
