@@ -612,12 +612,13 @@ dense, grad = H.mat(grad=True)
 reference = Hessian(serial_loss, w)
 expected, expected_grad = reference.mat(grad=True)
 assert H.comm.Get_size() == 2
-np.testing.assert_allclose(dense, expected, rtol=1e-12)
-np.testing.assert_allclose(grad, expected_grad, rtol=1e-12)
+np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+np.testing.assert_allclose(grad, expected_grad, rtol=0, atol=1e-12 * np.abs(expected_grad).max())
 everyone = MPI.COMM_WORLD.allgather((dense, grad, float(H.eig("pi-max", rng=0))))
 assert all(np.array_equal(d, dense) and np.array_equal(g, grad) for d, g, _ in everyone)
 assert len({e for _, _, e in everyone}) == 1
-print("OK", MPI.COMM_WORLD.Get_rank())
+if MPI.COMM_WORLD.Get_rank() == 0:
+    print("OK")
 """
 
 
@@ -637,5 +638,5 @@ def test_parallel_loss_under_mpiexec(tmp_path):
         timeout=180,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert sorted(completed.stdout.split()) == ["0", "1", "OK", "OK"]
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
+    assert completed.stdout.split() == ["OK"]
