@@ -154,6 +154,7 @@ def test_spectrum_density_and_trace(saved, tmp_path):
         (["model.keras", "data.npz", "--loss", "no_such_loss"], "unknown loss"),
         (["model.keras", "data.npz", "-k", "0"], "-k must be a positive integer"),
         (["model.keras", "data.npz", "-k", "43"], "-k must be smaller"),
+        (["model.keras", "data.npz", "--trace", "--trace-matvecs", "2"], "at least 4"),
         (["uncompiled.keras", "data.npz"], "--loss"),
         (["data.npz", "data.npz"], "cannot load a Keras model"),
     ],

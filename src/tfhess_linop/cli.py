@@ -100,7 +100,7 @@ def _parser():
         "--trace-matvecs",
         type=int,
         default=60,
-        help="Hessian-vector products for --trace (default: %(default)s)",
+        help="Hessian-vector products for --trace, at least 4 (default: %(default)s)",
     )
     spectrum.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     spectrum.add_argument("--quiet", action="store_true", help="print only the result")
@@ -153,6 +153,8 @@ def _check_arguments(args):
         if value is not None and value < 1:
             option = "-k" if name == "k" else "--" + name.replace("_", "-")
             raise UsageError(f"{option} must be a positive integer; got {value}.")
+    if args.trace_matvecs < 4:
+        raise UsageError(f"--trace-matvecs must be at least 4; got {args.trace_matvecs}.")
 
 
 def _load_data(path):
@@ -326,7 +328,8 @@ def _spectrum(args):
 
         before = A.n_hvp
         with _progress(A, "Hutch++ trace", show) as counted:
-            estimate = hutchpp_trace(counted, min(args.trace_matvecs, H.n), rng=args.seed)
+            # At least 4 products (Hutch++'s minimum); n or more give the exact trace.
+            estimate = hutchpp_trace(counted, max(4, min(args.trace_matvecs, H.n)), rng=args.seed)
         result["trace"] = {
             "estimate": float(estimate.estimate),
             "standard_error": float(estimate.standard_error),
