@@ -153,7 +153,13 @@ class Hessian:
         self._structured = isinstance(x0, (list, tuple))
         takes_comm = _takes_comm(Loss)
         if takes_comm and comm is None:
-            comm = _mpi._mpi().COMM_WORLD
+            try:
+                comm = _mpi._mpi().COMM_WORLD
+            except ImportError:
+                raise ImportError(
+                    "`Loss` takes a communicator, `Loss(weights, comm)`, which needs mpi4py; "
+                    "install it (`pip install 'tfhess-linop[mpi]'`) or pass `comm=`."
+                ) from None
         self.comm = _mpi.resolve_comm(comm) if takes_comm else None
         self.hessian = _compiled_hessian(Loss, x0, self.comm, takes_comm)
         self.operator = as_linop(self.hessian)
