@@ -383,7 +383,9 @@ def _training(out, figures, quiet, seed):
     sgd_model.set_weights(newton_model.get_weights())
 
     optimizer = NewtonCG.from_keras(newton_model, "mse", _XOR_X, _XOR_Y)
-    with tqdm(total=50, desc="Newton-CG", unit="step", delay=1.0, disable=quiet) as bar:
+    with tqdm(
+        total=50, desc="Newton-CG", unit="step", delay=1.0, disable=quiet, leave=False
+    ) as bar:
 
         def advance(step):
             bar.update(1)
