@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "CollectiveError",
+    "agree",
     "allgather_object",
     "broadcast_array",
     "collective_sum",
@@ -32,6 +33,7 @@ __all__ = [
     "rank",
     "resolve_comm",
     "size",
+    "world",
 ]
 
 # Environment variables through which common launchers announce the number of
@@ -70,6 +72,11 @@ def _mpi():
     from mpi4py import MPI
 
     return MPI
+
+
+def world():
+    """``MPI.COMM_WORLD``, importing mpi4py (and initialising MPI) on first use."""
+    return _mpi().COMM_WORLD
 
 
 def collective_sum(compute, shape, comm):

@@ -260,7 +260,7 @@ def _world():
 
     if _mpi.launcher_size() <= 1:
         return None
-    return _mpi._mpi().COMM_WORLD
+    return _mpi.world()
 
 
 def _spectrum(args):

@@ -154,7 +154,7 @@ class Hessian:
         takes_comm = _takes_comm(Loss)
         if takes_comm and comm is None:
             try:
-                comm = _mpi._mpi().COMM_WORLD
+                comm = _mpi.world()
             except ImportError:
                 raise ImportError(
                     "`Loss` takes a communicator, `Loss(weights, comm)`, which needs mpi4py; "
