@@ -100,8 +100,10 @@ def _table(header, rows):
     table = nodes.table(classes=["markdown-table"])
     group = nodes.tgroup(cols=columns)
     table += group
-    for _ in range(columns):
-        group += nodes.colspec(colwidth=1)
+    # Relative widths for the builders that use them (text, LaTeX).
+    for column in range(columns):
+        cells = [row[column] for row in [header, *rows] if column < len(row)]
+        group += nodes.colspec(colwidth=max(3, min(40, *(len(cell) for cell in cells))))
 
     def row_node(cells):
         row = nodes.row()
