@@ -1,0 +1,143 @@
+"""Timing, memory and machine-information helpers (no TensorFlow at import)."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import random
+import resource
+import statistics
+import time
+
+
+def compare(functions, *, repeats, warmup=2, sample_time=0.02, seed=0):
+    """Time several zero-argument functions against each other, interleaved.
+
+    Each function is first called `warmup` times (tracing, caches). Then, in
+    each of `repeats` rounds, every function is timed once, in a shuffled
+    order, over ``number`` back-to-back calls, where ``number`` makes a
+    sample last about `sample_time` seconds. Interleaving puts the machine's
+    load swings on all the functions alike, so their ratios are steadier
+    than their times.
+
+    Returns
+    -------
+    dict
+        name -> {"median": seconds per call, "min", "max", "number",
+        "samples": per-round seconds per call, in round order}
+    """
+    numbers = {}
+    for name, function in functions.items():
+        for _ in range(max(warmup, 1)):
+            start = time.perf_counter()
+            function()
+            elapsed = time.perf_counter() - start
+        numbers[name] = max(1, math.ceil(sample_time / max(elapsed, 1e-6)))
+    samples = {name: [] for name in functions}
+    order = list(functions)
+    shuffler = random.Random(seed)
+    for _ in range(repeats):
+        shuffler.shuffle(order)
+        for name in order:
+            function, number = functions[name], numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                function()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {
+        name: {
+            "median": statistics.median(times),
+            "min": min(times),
+            "max": max(times),
+            "number": numbers[name],
+            "samples": times,
+        }
+        for name, times in samples.items()
+    }
+
+
+def paired_ratio(times, measure, baseline, scale=1.0):
+    """Median over rounds of measure / (scale * baseline), each round paired.
+
+    `times` is the output of `compare`. Pairing the two samples of the same
+    round cancels the load swings between rounds, which the ratio of the two
+    medians would not.
+    """
+    pairs = zip(times[measure]["samples"], times[baseline]["samples"], strict=True)
+    return statistics.median(a / (scale * b) for a, b in pairs)
+
+
+def timed(function):
+    """(result, seconds) of one call."""
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def peak_rss_mib():
+    """This process's resident-set high-water mark (VmHWM), in MiB.
+
+    Falls back to ``getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss():
+    """Reset this process's VmHWM to its current RSS; True if it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def machine_info():
+    """CPU, cores, memory, OS, Python and package versions, date (UTC)."""
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": platform.processor() or "unknown",
+        "logical_cores": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as meminfo:
+            total_kib = int(meminfo.readline().split()[1])
+            info["memory_gib"] = round(total_kib / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        info["affinity_cores"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    versions = {}
+    for module in ("tensorflow", "keras", "numpy", "scipy", "mpi4py", "tfhess_linop"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception as exc:  # a missing optional package is information, not an error
+            versions[module] = f"unavailable ({type(exc).__name__})"
+    info["versions"] = versions
+    try:
+        from mpi4py import MPI
+
+        info["mpi_library"] = MPI.Get_library_version().strip().splitlines()[0]
+    except Exception:
+        pass
+    return info
