@@ -16,7 +16,7 @@ from conftest import (
     xor_model,
 )
 
-MODES = ["reverse-over-reverse", "forward-over-reverse"]
+MODES = ["auto", "reverse-over-reverse", "forward-over-reverse"]
 
 
 def cubic_hessian(x, y):

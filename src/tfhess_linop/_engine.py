@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ._layout import FlatLayout
 
-HVP_MODES = ("reverse-over-reverse", "forward-over-reverse")
+HVP_MODES = ("auto", "reverse-over-reverse", "forward-over-reverse")
 
 _ZERO = tf.UnconnectedGradients.ZERO
 
@@ -29,8 +29,10 @@ class Engine:
         loss (already divided by the global number of samples).
     batch_signature : tuple
         Input signature of one batch (``()`` for a loss without data).
-    mode : {"reverse-over-reverse", "forward-over-reverse"}
-        How Hessian-vector products are differentiated.
+    mode : {"auto", "reverse-over-reverse", "forward-over-reverse"}
+        How Hessian-vector products are differentiated. "auto" uses
+        reverse-over-reverse for single products and forward-over-reverse
+        for blocks of columns.
     jit_compile : bool
         Compile the functions with XLA.
     """
@@ -43,24 +45,35 @@ class Engine:
         vector = tf.TensorSpec([n], tf.float64)
         matrix = tf.TensorSpec([n, None], tf.float64)
         batch = list(batch_signature)
-        self._pair = self._reverse if mode == HVP_MODES[0] else self._forward
-        single_hvp = self._hvp
+        # On CPU, reverse-over-reverse is the faster single product, while a
+        # vectorised block is faster forward-over-reverse: under pfor only
+        # the tangent pass depends on the column, the primal forward and
+        # backward passes are computed once (0.58x of separate products for
+        # 32 columns of a 100k-parameter MLP, against 0.68x).
+        single = self._forward if mode == "forward-over-reverse" else self._reverse
+        block = self._reverse if mode == "reverse-over-reverse" else self._forward
+
+        def hvp(vector, *data):
+            return self.layout.concat(single(vector, *data)[1])
+
+        def action(vector, *data):
+            grads, hv = single(vector, *data)
+            return tf.concat([self.layout.concat(grads), self.layout.concat(hv)], 0)
 
         def columns(mat, *data):
-            # One HVP per column, vectorised by pfor (about 0.55x the time
-            # of separate calls on CPU) rather than a Python loop.
-            return tf.transpose(
-                tf.vectorized_map(lambda col: single_hvp(col, *data), tf.transpose(mat))
-            )
+            def one(column):
+                return self.layout.concat(block(column, *data)[1])
+
+            return tf.transpose(tf.vectorized_map(one, tf.transpose(mat)))
 
         def compile_(function, signature):
             return tf.function(function, input_signature=signature, jit_compile=jit_compile)
 
         self.loss = compile_(self._loss, batch)
         self.value_and_gradient = compile_(self._value_and_gradient, batch)
-        self.hvp = compile_(single_hvp, [vector, *batch])
+        self.hvp = compile_(hvp, [vector, *batch])
         self.hvp_columns = compile_(columns, [matrix, *batch])
-        self.action = compile_(self._action, [vector, *batch])
+        self.action = compile_(action, [vector, *batch])
 
     @property
     def functions(self):
@@ -117,10 +130,3 @@ class Engine:
             _, grads = self._gradient(*batch)
         hv = accumulator.jvp(grads, unconnected_gradients=_ZERO)
         return grads, hv
-
-    def _hvp(self, vector, *batch):
-        return self.layout.concat(self._pair(vector, *batch)[1])
-
-    def _action(self, vector, *batch):
-        grads, hv = self._pair(vector, *batch)
-        return tf.concat([self.layout.concat(grads), self.layout.concat(hv)], 0)
