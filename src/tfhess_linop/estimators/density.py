@@ -25,6 +25,9 @@ _BREAKDOWN_TOLERANCE = np.sqrt(np.finfo(np.float64).eps)
 
 # Grid points evaluated at once when smoothing (bounds the temporary array).
 _GRID_CHUNK = 256
+# DGKS criterion: reorthogonalise again when one pass removed more than
+# 1 - 1/sqrt(2) of the vector's norm.
+_REORTHOGONALIZE = 1 / np.sqrt(2)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -326,13 +329,20 @@ def _batched_lanczos(A, starts, num_steps):
         current = V[:, j]
         W = apply(A, current.T).T
         diagonals[active, j] = np.einsum("pn,pn->p", current, W)
-        # Classical Gram-Schmidt twice against the whole basis ("twice is
-        # enough") keeps it orthogonal to working accuracy; it also removes the
-        # alpha_j q_j + beta_j q_{j-1} of the three-term recurrence.
-        for _ in range(2):
-            coefficients = V @ W[:, :, None]
-            W -= (np.swapaxes(coefficients, 1, 2) @ V)[:, 0]
+        # The three-term recurrence, then classical Gram-Schmidt against the
+        # whole basis. A second pass ("twice is enough") runs only for the
+        # probes whose norm the first pass cut below 1/sqrt(2) of itself, the
+        # DGKS test for lost orthogonality: each pass reads the whole basis.
+        W -= diagonals[active, j, None] * current
+        if j > 0:
+            W -= off_diagonals[active, j - 1, None] * V[:, j - 1]
+        before = np.linalg.norm(W, axis=1)
+        W = _project_out(V, W)
         norms = np.linalg.norm(W, axis=1)
+        again = norms < _REORTHOGONALIZE * before
+        if again.any():
+            W[again] = _project_out(V[again], W[again])
+            norms[again] = np.linalg.norm(W[again], axis=1)
         scale[active] = np.maximum.reduce([scale[active], np.abs(diagonals[active, j]), norms])
         if j == num_steps - 1:
             break
@@ -345,6 +355,12 @@ def _batched_lanczos(A, starts, num_steps):
             break
         basis[active, j + 1] = W[going_on] / norms[going_on, None]
     return diagonals, off_diagonals, steps
+
+
+def _project_out(V, W):
+    """``W - V^T (V W)`` for each probe: V (P, j, n) orthonormal rows, W (P, n)."""
+    coefficients = V @ W[:, :, None]
+    return W - (np.swapaxes(coefficients, 1, 2) @ V)[:, 0]
 
 
 def _gauss_quadrature(diagonals, off_diagonals, steps):
