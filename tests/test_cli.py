@@ -190,6 +190,7 @@ def test_demo_runs_in_under_a_minute_and_checks_out(tmp_path):
         "3. Randomized SVD",
         "4. Newton system",
         "5. Training",
+        "6. Spectral density",
     ):
         assert header in printed
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -216,6 +217,9 @@ def test_demo_runs_in_under_a_minute_and_checks_out(tmp_path):
     training = summary["training"]
     assert training["newton"]["correct"] == 4
     assert training["newton"]["losses"][-1] < 1e-8
+    density = summary["density"]
+    assert density["extremes_error"] < 1e-5 * max(abs(density["eigenvalue_max"]), 1.0)
+    assert abs(density["trace"] - density["exact_trace"]) < 4 * density["trace_standard_error"]
     for name in summary["figures"]:
         assert (tmp_path / name).stat().st_size > 10_000
 

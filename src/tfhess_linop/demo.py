@@ -10,7 +10,9 @@ against a dense or analytic reference:
    against :func:`numpy.linalg.svd` on a small MLP's Hessian;
 4. CG, MINRES and Nyström-preconditioned CG on that indefinite Hessian, with
    CG's negative-curvature certificate;
-5. Newton-CG training of XOR against first-order SGD.
+5. Newton-CG training of XOR against first-order SGD;
+6. the spectral density of the MLP's Hessian by stochastic Lanczos
+   quadrature, against its exact eigenvalues, and its trace by Hutch++.
 
 It prints a summary, writes the figures as PNG files and ``summary.json``,
 and returns the summary as a dict.
@@ -72,6 +74,7 @@ def run_demo(out="tfhess-linop-demo", *, quiet=False, seed=0):
     summary["randomized_svd"] = _randomized_svd(mlp, out, figures, seed)
     summary["solvers"] = _solvers(mlp, out, figures, seed)
     summary["training"] = _training(out, figures, quiet, seed)
+    summary["density"] = _density(mlp, out, figures, seed)
     summary["figures"] = figures
     summary["seconds"] = time.perf_counter() - started
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as handle:
@@ -462,4 +465,56 @@ def _training(out, figures, quiet, seed):
             "learning_rate": 0.1,
             "correct": sgd_correct,
         },
+    }
+
+
+# ---------------------------------------------------------------- 6. density
+
+
+def _density(mlp, out, figures, seed):
+    import matplotlib.pyplot as plt
+
+    from . import as_linop, hutchpp_trace, plot_spectral_density, spectral_density
+
+    H, dense = mlp
+    exact = np.linalg.eigvalsh(dense)
+    A = as_linop(H)
+    density = spectral_density(A, num_probes=8, num_steps=40, rng=seed)
+    trace, trace_error = hutchpp_trace(as_linop(H), 60, rng=seed)
+    extremes_error = max(abs(density.ritz_min - exact[0]), abs(density.ritz_max - exact[-1]))
+    print(
+        f"\n6. Spectral density of the MLP's Hessian: SLQ, 8 probes x 40 steps "
+        f"({A.n_hvp} HVPs in batches of 8)"
+    )
+    print(
+        f"   extreme Ritz values {density.ritz_min:.6f}, {density.ritz_max:.6f}  "
+        f"(eigvalsh: {exact[0]:.6f}, {exact[-1]:.6f})"
+    )
+    print(
+        f"   trace: Hutch++ with 60 HVPs {trace:.5f} +- {trace_error:.1e}  "
+        f"(exact {exact.sum():.5f})"
+    )
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    plot_spectral_density(density, ax=ax, label="SLQ density")
+    ax.plot(
+        exact,
+        np.full(exact.shape, ax.get_ylim()[0]),
+        "|",
+        color="k",
+        markersize=14,
+        label="exact eigenvalues",
+    )
+    ax.set_title(f"Spectral density of a {H.n}-parameter MLP Hessian")
+    ax.legend(fontsize=8, loc="center")
+    _save(figure, out, "spectral_density.png", figures)
+    return {
+        "ritz_min": density.ritz_min,
+        "ritz_max": density.ritz_max,
+        "eigenvalue_min": float(exact[0]),
+        "eigenvalue_max": float(exact[-1]),
+        "extremes_error": float(extremes_error),
+        "hvp": int(A.n_hvp),
+        "trace": float(trace),
+        "trace_standard_error": float(trace_error),
+        "exact_trace": float(exact.sum()),
     }
