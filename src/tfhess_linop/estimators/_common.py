@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _mpi
-from .._checks import communicator, integer_at_least, square_operator
+from .._checks import communicator, generator, integer_at_least, square_operator
+
+# Probe entries of the Hutchinson-type estimators.
+PROBE_DISTRIBUTIONS = ("rademacher", "normal")
 
 # Default block of probes: at most 64 columns (batched HVPs gain little
 # beyond a few dozen columns and their memory grows with the block) and at
@@ -26,6 +29,17 @@ def check_block_size(block_size, total, n):
         columns = min(_DEFAULT_BLOCK_COLUMNS, _DEFAULT_BLOCK_ENTRIES // max(n, 1))
         return max(1, min(total, columns))
     return min(integer_at_least(block_size, "block_size", 1), max(total, 1))
+
+
+def iv_hutchinson(A, num_matvecs, rng, distribution, block_size):
+    """Validate the arguments shared by `hutchinson_trace` and `hutchinson_diagonal`."""
+    A, n, comm = as_square_operator(A)
+    num_matvecs = integer_at_least(
+        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
+    )
+    distribution = check_distribution(distribution, PROBE_DISTRIBUTIONS)
+    block_size = check_block_size(block_size, num_matvecs, n)
+    return A, n, comm, num_matvecs, generator(rng), distribution, block_size
 
 
 def check_distribution(distribution, allowed):

@@ -11,16 +11,14 @@ from ._common import (
     as_square_operator,
     blocks,
     check_block_size,
-    check_distribution,
     draw_probes,
     identity_diagonal,
+    iv_hutchinson,
     orthonormal_range,
     standard_error,
 )
 
 __all__ = ["DiagonalEstimate", "exact_diagonal", "hutchinson_diagonal", "xdiag"]
-
-_PROBE_DISTRIBUTIONS = ("rademacher", "normal")
 
 
 class DiagonalEstimate(EstimatePair):
@@ -111,16 +109,6 @@ def exact_diagonal(A, *, block_size=None, progress=False):
     return identity_diagonal(A, n, block_size, comm, progress=progress)
 
 
-def _iv_hutchinson_diagonal(A, num_matvecs, rng, distribution, block_size):
-    A, n, comm = as_square_operator(A)
-    num_matvecs = integer_at_least(
-        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
-    )
-    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
-    block_size = check_block_size(block_size, num_matvecs, n)
-    return A, n, comm, num_matvecs, generator(rng), distribution, block_size
-
-
 def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
     r"""Estimate the diagonal of a square operator with Hutchinson's estimator.
 
@@ -180,7 +168,7 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
     >>> bool(np.all(np.abs(diagonal - np.diag(A)) < 0.01))
     True
     """
-    A, n, comm, m, rng, distribution, block_size = _iv_hutchinson_diagonal(
+    A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
         A, num_matvecs, rng, distribution, block_size
     )
     # Running mean and sum of squared deviations, merged block by block

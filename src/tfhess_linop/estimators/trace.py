@@ -6,6 +6,7 @@ import numpy as np
 
 from .._checks import generator, integer_at_least
 from ._common import (
+    PROBE_DISTRIBUTIONS,
     EstimatePair,
     apply,
     as_square_operator,
@@ -14,13 +15,12 @@ from ._common import (
     check_distribution,
     draw_probes,
     identity_diagonal,
+    iv_hutchinson,
     orthonormal_range,
     standard_error,
 )
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace", "xtrace"]
-
-_PROBE_DISTRIBUTIONS = ("rademacher", "normal")
 
 
 class TraceEstimate(EstimatePair):
@@ -61,16 +61,6 @@ def _exact_trace(A, n, comm):
     block_size = check_block_size(None, n, n)
     diagonal = identity_diagonal(A, n, block_size, comm)
     return TraceEstimate(diagonal.sum(), 0.0, method="exact", num_matvecs=n)
-
-
-def _iv_hutchinson_trace(A, num_matvecs, rng, distribution, block_size):
-    A, n, comm = as_square_operator(A)
-    num_matvecs = integer_at_least(
-        num_matvecs, "num_matvecs", 2, " (two probes give a standard error)"
-    )
-    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
-    block_size = check_block_size(block_size, num_matvecs, n)
-    return A, n, comm, num_matvecs, generator(rng), distribution, block_size
 
 
 def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
@@ -135,7 +125,7 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
     >>> bool(abs(estimate - np.trace(A)) < 4 * standard_error)
     True
     """
-    A, n, comm, m, rng, distribution, block_size = _iv_hutchinson_trace(
+    A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
         A, num_matvecs, rng, distribution, block_size
     )
     samples = np.empty(m)
@@ -150,7 +140,7 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
 def _iv_hutchpp_trace(A, num_matvecs, rng, distribution):
     A, n, comm = as_square_operator(A)
     num_matvecs = integer_at_least(num_matvecs, "num_matvecs", 4, " for Hutch++")
-    distribution = check_distribution(distribution, _PROBE_DISTRIBUTIONS)
+    distribution = check_distribution(distribution, PROBE_DISTRIBUTIONS)
     return A, n, comm, num_matvecs, generator(rng), distribution
 
 
