@@ -42,6 +42,13 @@ def iv_hutchinson(A, num_matvecs, rng, distribution, block_size):
     return A, n, comm, num_matvecs, generator(rng), distribution, block_size
 
 
+def iv_exchangeable(A, num_matvecs, rng, method):
+    """Validate the arguments of the exchangeable estimators (XTrace, XDiag)."""
+    A, n, comm = as_square_operator(A)
+    num_matvecs = integer_at_least(num_matvecs, "num_matvecs", 4, f" for {method}")
+    return A, n, comm, num_matvecs, generator(rng)
+
+
 def check_distribution(distribution, allowed):
     """Check that `distribution` is one of `allowed`."""
     if distribution not in allowed:

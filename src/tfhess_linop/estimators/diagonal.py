@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import generator, integer_at_least
 from ._common import (
     EstimatePair,
     apply,
@@ -13,6 +12,7 @@ from ._common import (
     check_block_size,
     draw_probes,
     identity_diagonal,
+    iv_exchangeable,
     iv_hutchinson,
     orthonormal_range,
     standard_error,
@@ -191,12 +191,6 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
     return DiagonalEstimate(mean, error, method="hutchinson", num_matvecs=m)
 
 
-def _iv_xdiag(A, num_matvecs, rng):
-    A, n, comm = as_square_operator(A)
-    num_matvecs = integer_at_least(num_matvecs, "num_matvecs", 4, " for XDiag")
-    return A, n, comm, num_matvecs, generator(rng)
-
-
 def xdiag(A, num_matvecs, *, rng=None):
     r"""Estimate the diagonal of a symmetric operator with XDiag.
 
@@ -266,7 +260,7 @@ def xdiag(A, num_matvecs, *, rng=None):
     >>> bool(np.max(np.abs(diagonal - np.diag(A))) < 1e-8)
     True
     """
-    A, n, comm, m, rng = _iv_xdiag(A, num_matvecs, rng)
+    A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XDiag")
     if m >= n:
         block_size = check_block_size(None, n, n)
         diagonal = identity_diagonal(A, n, block_size, comm)

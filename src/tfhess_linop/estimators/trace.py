@@ -15,6 +15,7 @@ from ._common import (
     check_distribution,
     draw_probes,
     identity_diagonal,
+    iv_exchangeable,
     iv_hutchinson,
     orthonormal_range,
     standard_error,
@@ -223,12 +224,6 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     )
 
 
-def _iv_xtrace(A, num_matvecs, rng):
-    A, n, comm = as_square_operator(A)
-    num_matvecs = integer_at_least(num_matvecs, "num_matvecs", 4, " for XTrace")
-    return A, n, comm, num_matvecs, generator(rng)
-
-
 def xtrace(A, num_matvecs, *, rng=None):
     r"""Estimate the trace of a symmetric operator with XTrace.
 
@@ -300,7 +295,7 @@ def xtrace(A, num_matvecs, *, rng=None):
     >>> bool(abs(estimate - np.trace(A)) < 0.01 * np.trace(A))
     True
     """
-    A, n, comm, m, rng = _iv_xtrace(A, num_matvecs, rng)
+    A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XTrace")
     if m >= n:
         return _exact_trace(A, n, comm)
     s = m // 2
