@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 from scipy.sparse.linalg import aslinearoperator
 
+from . import _mpi
 from .hessian import Hessian
 from .linop import as_linop
 
@@ -48,6 +49,20 @@ def square_operator(A, name="A"):
 def communicator(A):
     """The MPI communicator the operator's products are collective over, or None."""
     return getattr(A, "comm", None)
+
+
+def collective(A, name, **arguments):
+    """The body of public function `name` as one collective call over ``A.comm``.
+
+    See :func:`tfhess_linop._mpi.collective_call`: the ranks check on entry
+    that they make the same call (the same function, `A`'s shape and the
+    same `arguments`) and on exit that none of them left it with an error
+    the others did not see. Without a communicator it does nothing.
+    """
+    comm = communicator(A)
+    if not hasattr(comm, "Allreduce"):
+        comm = None
+    return _mpi.collective_call(comm, name, A=A, **arguments)
 
 
 def positive_integer(value, name, *, upper=None, upper_text=None):
@@ -107,8 +122,46 @@ def nonnegative_real(value, name):
     return value
 
 
+def real(value, name):
+    """Check that `value` is a finite real number (of any sign) and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite real number, got {value}.")
+    return value
+
+
+def optional_nonnegative_real(value, name):
+    """:func:`nonnegative_real`, or None where None means the solver's default."""
+    return None if value is None else nonnegative_real(value, name)
+
+
+def optional_positive_integer(value, name):
+    """:func:`positive_integer`, or None where None means the solver's default."""
+    return None if value is None else positive_integer(value, name)
+
+
+def finite(array, name):
+    """Raise a ValueError naming `name` and the first non-finite entry of `array`."""
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        index = tuple(int(i) for i in np.unravel_index(bad[0], array.shape))
+        index = index[0] if len(index) == 1 else index
+        raise ValueError(
+            f"`{name}` must be finite, got {array.flat[bad[0]]} at index {index} "
+            f"({bad.size} non-finite entries)."
+        )
+    return array
+
+
 def vector(value, n, name):
-    """Return `value` as a new float64 array of shape (n,), accepting (n, 1) too."""
+    """Return `value` as a new finite float64 array of shape (n,), accepting (n, 1) too.
+
+    Non-finite entries are refused here, so that the error names the argument
+    (a NaN start vector or right-hand side would otherwise reach the products,
+    or make an iteration on a dense operator run to `maxiter` on NaNs).
+    """
     array = np.asarray(value)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
@@ -119,7 +172,23 @@ def vector(value, n, name):
         )
     if np.iscomplexobj(array):
         raise TypeError(f"`{name}` must be real, got dtype {array.dtype}.")
-    return np.array(array, dtype=np.float64)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"`{name}` must be a real array, got dtype {array.dtype}.")
+    return finite(np.array(array, dtype=np.float64), name)
+
+
+def block(value, n, k, name):
+    """Return `value` as a new finite float64 array of shape (n, k), accepting (n,) for k = 1."""
+    array = np.asarray(value)
+    if array.ndim == 1 and k == 1:
+        array = array[:, None]
+    if array.shape != (n, k):
+        raise ValueError(
+            f"`{name}` must have shape ({n}, {k}) (n, k), got shape {np.shape(value)}."
+        )
+    if np.iscomplexobj(array) or array.dtype.kind not in "fiub":
+        raise TypeError(f"`{name}` must be a real array, got dtype {array.dtype}.")
+    return finite(np.array(array, dtype=np.float64), name)
 
 
 def choice(value, name, options):
@@ -153,14 +222,20 @@ def assign_flat(hessian, flat):
 
 __all__ = [
     "assign_flat",
+    "block",
     "choice",
+    "collective",
     "communicator",
+    "finite",
     "generator",
     "integer_at_least",
     "nonnegative_integer",
     "nonnegative_real",
+    "optional_nonnegative_real",
+    "optional_positive_integer",
     "orthonormal_columns",
     "positive_integer",
+    "real",
     "square_operator",
     "vector",
 ]

@@ -7,17 +7,65 @@ The rules it enforces (see the design notes):
 
 - Hot-path reductions are one in-place, buffer-based ``Allreduce`` on a
   contiguous float64 array, never pickled lower-case collectives.
-- An exception raised on one rank inside a collective call does not leave the
-  other ranks waiting: each reduction buffer carries one extra slot, an error
-  flag, so every rank learns of the failure from the same ``Allreduce`` and
-  raises.
 - Random draws are made on every rank (so identically seeded generators stay
   in step) and then overwritten by rank 0's draw, so ranks never diverge.
+- No rank is left waiting, whatever happens on another one (below).
+
+Failures and mismatched calls
+-----------------------------
+Each collective sum is preceded by a status exchange: one ``Allreduce(MAX)``
+of three float64 numbers, ``[flag, s, -s]``, where the flag says "this rank
+failed" and ``s`` is a 48-bit hash of what the rank is doing (the enclosing
+public call with its arguments, and the shape of the product). Every rank
+gets the same reduced status, so they all take the same branch:
+
+- if some rank's ``compute`` raised (any :class:`BaseException`:
+  ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` included), the
+  ranks exchange their messages, the failing ranks re-raise their own
+  exception and the others raise :class:`CollectiveError` naming them;
+- if the hashes differ (``max(s) != min(s)``), the ranks are not making the
+  same call (ranks calling ``eigsh`` with different ``k``, or different
+  functions), and every rank raises :class:`CollectiveError` listing what
+  each rank was doing, instead of summing unrelated buffers or failing in
+  MPI with "Message truncated";
+- otherwise the data buffer, whose shape is now known to agree, is summed.
+  The exchange costs one small-message latency per product (measured:
+  about 10 µs against 2 ms for the product of a 100k-parameter MLP).
+
+The public algorithms (``eigsh``, ``cg``, ...) run inside
+:func:`collective_call`, which makes the same exchange when the call starts
+(so a mismatch is found before any product) and when it ends. A rank that
+leaves the call with an exception raised outside a product (an interrupt in
+SciPy's code between two products, an argument check that failed on this
+rank only) says so in that last exchange; the other ranks are then at their
+next product or at the end of the call, receive it there, and raise too.
+
+Interrupts. ``SIGINT`` is held back while a rank is inside an exchange and
+delivered as soon as the exchange is complete, so that a ``KeyboardInterrupt``
+never leaves a rank half-way through a sequence of collectives that the
+others complete. Where one rank still cannot take part any more (any other
+exception inside the exchange, e.g. an MPI error from a collective that does
+not match, or a signal handler raising ``SystemExit``), it aborts the
+communicator with ``MPI_Abort``, after printing the reason: the job ends
+rather than hangs. An exception raised on one rank *between* bare products
+(``H.hvp`` in a user's own loop) cannot be seen by the others; run such
+scripts as ``mpiexec -n P python -m mpi4py script.py``, which aborts the job
+on an uncaught exception.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import contextvars
+import functools
+import hashlib
+import numbers
 import os
+import signal
+import sys
+import threading
+import traceback
 import warnings
 
 import numpy as np
@@ -27,6 +75,7 @@ __all__ = [
     "agree",
     "allgather_object",
     "broadcast_array",
+    "collective_call",
     "collective_sum",
     "configure_threads",
     "draw",
@@ -82,7 +131,9 @@ def world():
 def collective_sum(compute, shape, comm):
     """Sum ``compute()`` over the ranks of `comm`, failing on all ranks together.
 
-    Collective over `comm`.
+    Collective over `comm`. A status exchange precedes the sum (see the
+    module notes): every rank learns whether some rank failed and whether
+    all ranks are making the same call before any data is summed.
 
     Parameters
     ----------
@@ -102,32 +153,258 @@ def collective_sum(compute, shape, comm):
     Raises
     ------
     CollectiveError
-        On the ranks that did not fail, when any rank's `compute` raised; the
-        failing ranks re-raise their own exception.
+        On the ranks that did not fail, when any rank's `compute` raised (any
+        ``BaseException``); the failing ranks re-raise their own exception.
+        On every rank, when the ranks are not making the same call.
     """
-    if comm is None:
+    if comm is None or comm.Get_size() == 1:
         return np.asarray(compute(), dtype=np.float64).reshape(shape)
-    buffer = np.zeros(int(np.prod(shape, dtype=np.int64)) + 1, dtype=np.float64)
-    error = None
+    description, signature = _product_signature(_CALLS.get(), tuple(shape))
+    error = data = None
     try:
-        buffer[:-1] = np.asarray(compute(), dtype=np.float64).reshape(-1)
-    except Exception as exc:  # re-raised below, on every rank
+        data = np.asarray(compute(), dtype=np.float64).reshape(-1)
+        if data.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(
+                f"a rank's contribution has {data.size} entries, expected shape {tuple(shape)}."
+            )
+    except BaseException as exc:  # re-raised below, on every rank
         error = exc
-        buffer[:-1] = 0.0
-        buffer[-1] = 1.0
-    comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
-    if buffer[-1] != 0.0:
-        _raise_everywhere(error, comm)
-    return buffer[:-1].reshape(shape)
+    with _exchange(comm):
+        _agree_status(comm, _FAILED if error is not None else _OK, description, signature, error)
+        # Contiguous, writable and owned, for the in-place sum.
+        data = np.require(data, dtype=np.float64, requirements=("C", "W", "O"))
+        comm.Allreduce(_mpi().IN_PLACE, data, op=_mpi().SUM)
+    return data.reshape(shape)
 
 
-def _raise_everywhere(error, comm):
-    """Raise on every rank once the ranks agreed that some rank failed."""
-    messages = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+# Status flags of the exchange; the reduction keeps the largest.
+_OK, _FAILED, _LEFT = 0.0, 1.0, 2.0
+
+# The public collective calls this thread is inside, outermost first: the
+# outermost with its arguments, the nested ones by name.
+_CALLS = contextvars.ContextVar("tfhess_linop_collective_calls", default=())
+
+# Exceptions every rank knows about (raised after an exchange), for objects
+# that take no attribute.
+_AGREED = collections.deque(maxlen=16)
+_AGREED_ATTRIBUTE = "_tfhess_linop_agreed"
+
+
+def _signature(description):
+    """48-bit hash of `description`, the same in every process, exact in float64."""
+    digest = hashlib.blake2b(description.encode(), digest_size=6).digest()
+    return float(int.from_bytes(digest, "little"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _product_signature(calls, shape):
+    description = " > ".join((*calls, f"product of shape {shape}"))
+    return description, _signature(description)
+
+
+def _mark_agreed(exc):
+    try:
+        setattr(exc, _AGREED_ATTRIBUTE, True)
+    except (AttributeError, TypeError):
+        _AGREED.append(exc)
+    return exc
+
+
+def _is_agreed(exc):
+    """Whether `exc`, or an exception it was raised from or during, is known to every rank."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, _AGREED_ATTRIBUTE, False) or any(exc is e for e in _AGREED):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _describe_exception(exc):
+    text = str(exc)
+    return type(exc).__name__ + (f": {text}" if text else "")
+
+
+def _agree_status(comm, flag, description, signature, error):
+    """The status exchange: raise on every rank if any rank failed or the calls differ.
+
+    Collective over `comm`. `error` is this rank's exception (None if none):
+    it is re-raised here when the exchange shows a failure; the other ranks
+    raise :class:`CollectiveError`.
+    """
+    status = np.array([flag, signature, -signature])
+    comm.Allreduce(_mpi().IN_PLACE, status, op=_mpi().MAX)
+    same_call = status[1] == -status[2]
+    if status[0] == _OK and same_call:
+        return
+    message = None if error is None else _describe_exception(error)
+    reports = comm.allgather((description, message))
     if error is not None:
-        raise error
-    failed = [f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None]
-    raise CollectiveError("another rank failed in a collective call; " + "; ".join(failed))
+        raise _mark_agreed(error)
+    failed = [(r, d, m) for r, (d, m) in enumerate(reports) if m is not None]
+    if failed:
+        raise _mark_agreed(
+            CollectiveError(
+                "another rank failed in a collective call; "
+                + "; ".join(f"rank {r}: {m} (in {d})" for r, d, m in failed)
+            )
+        )
+    raise _mark_agreed(
+        CollectiveError(
+            "the ranks are not making the same collective call (every rank must "
+            "call the same functions, with the same arguments, in the same order): "
+            + "; ".join(f"rank {r}: {d}" for r, (d, _) in enumerate(reports))
+        )
+    )
+
+
+class _HeldInterrupts:
+    """Hold ``SIGINT`` back until the block ends, then deliver it.
+
+    Only the main thread runs Python signal handlers, so only there is
+    there anything to hold back.
+    """
+
+    def __enter__(self):
+        self.previous = self.received = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self.previous = previous
+                signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum, frame):
+        self.received = (signum, frame)
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            if self.received is not None:
+                self.previous(*self.received)
+        return False
+
+
+@contextlib.contextmanager
+def _exchange(comm):
+    """Run a sequence of collectives that every rank must complete.
+
+    ``SIGINT`` waits for the end of the block. An exception that the ranks
+    agreed on passes; any other one means this rank cannot complete the
+    sequence that the others are in, so the communicator is aborted.
+    """
+    with _HeldInterrupts():
+        try:
+            yield
+        except BaseException as exc:
+            if not _is_agreed(exc):
+                _abort(comm, exc)
+            raise
+
+
+def _abort(comm, exc):
+    """Abort `comm` after saying why: a rank that cannot go on must not leave others waiting."""
+    sys.stderr.write(
+        f"tfhess_linop: rank {comm.Get_rank()} cannot complete a collective call "
+        f"({_describe_exception(exc)}); aborting the communicator so that no rank "
+        "waits for it forever.\n"
+    )
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    sys.stderr.flush()
+    comm.Abort(1)
+
+
+def _describe(value):
+    """A short, process-independent text for one argument of a collective call."""
+    if value is None or isinstance(value, (bool, str)):
+        return repr(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    if isinstance(value, numbers.Complex):
+        return repr(complex(value))
+    shape = getattr(value, "shape", None)
+    if isinstance(value, np.ndarray) or shape is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of length {len(value)}"
+    if callable(value):
+        return "a callable"
+    return type(value).__name__
+
+
+class collective_call:  # lower case: used like a function, `with collective_call(...)`
+    """Mark a block as one public collective call over `comm`.
+
+    Collective over `comm`. On entry (outermost call only) the ranks check
+    that they all make the same call: `name` and the described `arguments`
+    (numbers and strings by value, arrays by shape). On exit they exchange
+    their status again, so that a rank leaving with an exception that the
+    others did not see (raised outside a product) makes them raise too, at
+    their next product or at the end of the call. Nested calls (``svds``
+    calling ``eigsh``) only add their name to the description of the
+    products inside them. Serial runs (``comm`` None or one rank) do
+    nothing.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator or None
+    name : str
+        The public function, e.g. ``"eigsh"``.
+    **arguments
+        The arguments that every rank must pass alike.
+    """
+
+    def __init__(self, comm, name, **arguments):
+        self.comm, self.name, self.arguments = comm, name, arguments
+
+    def __enter__(self):
+        self._token = None
+        if self.comm is None or self.comm.Get_size() == 1:
+            return self
+        outer = _CALLS.get()
+        self._outermost = not outer
+        if self._outermost:
+            described = ", ".join(f"{k}={_describe(v)}" for k, v in self.arguments.items())
+            self._description = f"{self.name}({described})"
+        else:
+            self._description = self.name
+        self._token = _CALLS.set((*outer, self._description))
+        if not self._outermost:
+            return self
+        description = "entering " + self._description
+        try:
+            with _exchange(self.comm):
+                _agree_status(self.comm, _OK, description, _signature(description), None)
+        except BaseException as exc:
+            if _is_agreed(exc):
+                _CALLS.reset(self._token)
+                raise
+            # An interrupt held back over the exchange: the other ranks are in
+            # the call now, so leave it the way the call's body would.
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._token is None:
+            return False
+        try:
+            if self._outermost and (exc is None or not _is_agreed(exc)):
+                description = "leaving " + self._description
+                with _exchange(self.comm):
+                    _agree_status(
+                        self.comm,
+                        _OK if exc is None else _LEFT,
+                        description,
+                        _signature(description),
+                        exc,
+                    )
+        finally:
+            _CALLS.reset(self._token)
+        return False
 
 
 def agree(ok: bool, message: str, comm, exc_type=ValueError):
@@ -221,7 +498,18 @@ def configure_threads(intra_op: int = 1, inter_op: int = 1) -> bool:
     bool
         True if the setting is in force, False if TensorFlow had already
         started with another one (a warning says so).
+
+    Raises
+    ------
+    TypeError, ValueError
+        When `intra_op` or `inter_op` is not a non-negative integer.
     """
+    for value, name in ((intra_op, "intra_op"), (inter_op, "inter_op")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"`{name}` must be a non-negative integer, got {value!r}.")
+        if value < 0:
+            raise ValueError(f"`{name}` must be a non-negative integer, got {value}.")
+    intra_op, inter_op = int(intra_op), int(inter_op)
     import tensorflow as tf
 
     threading = tf.config.threading

@@ -36,11 +36,15 @@ def _default_v0(n, comm):
     return _mpi.draw(np.random.default_rng(0), (n,), comm)
 
 
-def _iv_eigsh(A, k, which, v0, ncv, sigma):
+def _iv_eigsh(A, k, which, v0, ncv, sigma, tol, maxiter):
     A, n = _checks.square_operator(A)
     k = _checks.positive_integer(k, "k", upper=n - 1, upper_text=f"n - 1 = {n - 1}")
     if sigma is None:
         _checks.choice(which, "which", ("LM", "SM", "LA", "SA", "BE"))
+    # ARPACK takes a negative `tol` as machine precision and a NaN as a
+    # tolerance it never meets (ArpackNoConvergence after `maxiter` restarts).
+    tol = _checks.nonnegative_real(tol, "tol")
+    maxiter = _checks.optional_positive_integer(maxiter, "maxiter")
     if v0 is None:
         v0 = _default_v0(n, _checks.communicator(A))
     else:
@@ -51,7 +55,7 @@ def _iv_eigsh(A, k, which, v0, ncv, sigma):
         ncv = _checks.positive_integer(ncv, "ncv", upper=n, upper_text=f"n = {n}")
         if ncv <= k:
             raise ValueError(f"`ncv` must satisfy `k < ncv <= n`, got ncv={ncv}, k={k}.")
-    return A, k, v0, ncv
+    return A, k, v0, ncv, tol, maxiter
 
 
 def eigsh(
@@ -147,9 +151,9 @@ def eigsh(
     >>> np.allclose(w, np.linalg.eigvalsh(A)[-3:])
     True
     """
-    A, k, v0, ncv = _iv_eigsh(A, k, which, v0, ncv, sigma)
-    return sla.eigsh(
+    with _checks.collective(
         A,
+        "eigsh",
         k=k,
         M=M,
         sigma=sigma,
@@ -162,22 +166,36 @@ def eigsh(
         Minv=Minv,
         OPinv=OPinv,
         mode=mode,
-    )
+    ):
+        A, k, v0, ncv, tol, maxiter = _iv_eigsh(A, k, which, v0, ncv, sigma, tol, maxiter)
+        return sla.eigsh(
+            A,
+            k=k,
+            M=M,
+            sigma=sigma,
+            which=which,
+            v0=v0,
+            ncv=ncv,
+            maxiter=maxiter,
+            tol=tol,
+            return_eigenvectors=return_eigenvectors,
+            Minv=Minv,
+            OPinv=OPinv,
+            mode=mode,
+        )
 
 
-def _iv_lobpcg(A, k, X, Y, rng):
+def _iv_lobpcg(A, k, X, Y, tol, maxiter, rng):
     A, n = _checks.square_operator(A)
     k = _checks.positive_integer(k, "k", upper=n, upper_text=f"n = {n}")
+    tol = _checks.optional_nonnegative_real(tol, "tol")
+    maxiter = _checks.optional_positive_integer(maxiter, "maxiter")
     if X is None:
-        X = _mpi.draw(np.random.default_rng(rng), (n, k), _checks.communicator(A))
+        X = _mpi.draw(_checks.generator(rng), (n, k), _checks.communicator(A))
     else:
-        X = np.array(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.shape != (n, k):
-            raise ValueError(f"`X` must have shape ({n}, {k}) (n, k), got shape {np.shape(X)}.")
+        X = _checks.block(X, n, k, "X")
     n_constraints = 0 if Y is None else np.atleast_2d(np.asarray(Y).T).shape[0]
-    return A, k, X, n, n_constraints
+    return A, k, X, n, n_constraints, tol, maxiter
 
 
 def lobpcg(
@@ -250,14 +268,17 @@ def lobpcg(
     >>> np.allclose(A @ v, v * w)
     True
     """
-    A, k, X, n, n_constraints = _iv_lobpcg(A, k, X, Y, rng)
-    if n - n_constraints < 5 * k and B is None and Y is None:
-        w, v = np.linalg.eigh(_symmetric_dense(A, n))
-        select = slice(n - k, n) if largest else slice(0, k)
-        return w[select], v[:, select]
-    w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
-    order = np.argsort(w)
-    return w[order], v[:, order]
+    with _checks.collective(
+        A, "lobpcg", k=k, X=X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest, rng=rng
+    ):
+        A, k, X, n, n_constraints, tol, maxiter = _iv_lobpcg(A, k, X, Y, tol, maxiter, rng)
+        if n - n_constraints < 5 * k and B is None and Y is None:
+            w, v = np.linalg.eigh(_symmetric_dense(A, n))
+            select = slice(n - k, n) if largest else slice(0, k)
+            return w[select], v[:, select]
+        w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
+        order = np.argsort(w)
+        return w[order], v[:, order]
 
 
 def _symmetric_dense(A, n):
@@ -271,7 +292,7 @@ def _iv_power_iteration(A, which, tol, maxiter, v0, rng):
     tol = _checks.nonnegative_real(tol, "tol")
     maxiter = _checks.positive_integer(maxiter, "maxiter")
     if v0 is None:
-        v0 = _mpi.draw(np.random.default_rng(rng), (n,), _checks.communicator(A))
+        v0 = _mpi.draw(_checks.generator(rng), (n,), _checks.communicator(A))
     else:
         v0 = _checks.vector(v0, n, "v0")
     if not np.any(v0):
@@ -370,15 +391,18 @@ def power_iteration(A, which="LM", *, tol=1e-6, maxiter=1000, v0=None, rng=None)
     >>> np.allclose(H @ v, lam * v)
     True
     """
-    A, tol, maxiter, v0 = _iv_power_iteration(A, which, tol, maxiter, v0, rng)
-    theta, v, info, norm_av = _power(A, v0, 0.0, tol, maxiter)
-    if which == "LM" or (info == 0 and (theta >= 0) == (which == "LA")):
-        return theta, v, info
-    if info == 0:
-        shift = theta
-    else:
-        # No dominant eigenvalue (e.g. ±λ): ‖A v‖ <= ‖A‖ still puts the shift
-        # on the side of the spectrum opposite to the wanted end.
-        shift = -norm_av if which == "LA" else norm_av
-    mu, v, info, _ = _power(A, v0, shift, tol, maxiter)
-    return mu + shift, v, info
+    with _checks.collective(
+        A, "power_iteration", which=which, tol=tol, maxiter=maxiter, v0=v0, rng=rng
+    ):
+        A, tol, maxiter, v0 = _iv_power_iteration(A, which, tol, maxiter, v0, rng)
+        theta, v, info, norm_av = _power(A, v0, 0.0, tol, maxiter)
+        if which == "LM" or (info == 0 and (theta >= 0) == (which == "LA")):
+            return theta, v, info
+        if info == 0:
+            shift = theta
+        else:
+            # No dominant eigenvalue (e.g. ±λ): ‖A v‖ <= ‖A‖ still puts the shift
+            # on the side of the spectrum opposite to the wanted end.
+            shift = -norm_av if which == "LA" else norm_av
+        mu, v, info, _ = _power(A, v0, shift, tol, maxiter)
+        return mu + shift, v, info

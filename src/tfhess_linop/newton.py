@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import _checks
+from . import _checks, _mpi
 from .hessian import Hessian
 from .linop import HessianOperator, as_linop
 from .solve import cg
@@ -114,6 +114,7 @@ class _Damped(LinearOperator):
 
     def __init__(self, A, damping):
         self.A, self.damping = A, damping
+        self.comm = A.comm
         super().__init__(dtype=np.float64, shape=A.shape)
 
     def _matvec(self, x):
@@ -269,11 +270,14 @@ class NewtonCG:
     def step(self):
         """Take one Newton-CG step and return its :class:`NewtonStep`.
 
-        Collective over the Hessian's communicator.
+        Collective over the Hessian's communicator. When the step is
+        interrupted or a loss evaluation raises, the variables are restored
+        to the step's starting point before the exception propagates.
         """
-        value, gradient = self.hessian.value_and_gradient()
-        record, _, _ = self._step(value, gradient)
-        return record
+        with _mpi.collective_call(self.hessian.comm, "NewtonCG.step", n=self.hessian.n):
+            value, gradient = self.hessian.value_and_gradient()
+            record, _, _ = self._step(value, gradient)
+            return record
 
     def minimize(self, steps=100, gtol=1e-6, callback=None):
         """Take Newton-CG steps until ``‖g‖ <= gtol`` or `steps` steps.
@@ -294,31 +298,39 @@ class NewtonCG:
         -------
         NewtonHistory
         """
-        steps = _checks.nonnegative_integer(steps, "steps")
-        gtol = _checks.nonnegative_real(gtol, "gtol")
-        start = self.operator.n_hvp
-        history = NewtonHistory()
-        value, gradient = self.hessian.value_and_gradient()
-        history.message = f"reached {steps} steps"
-        while True:
-            grad_norm = float(np.linalg.norm(gradient))
-            if grad_norm <= gtol:
-                history.converged = True
-                history.message = f"gradient norm {grad_norm:.3e} <= gtol"
-                break
-            if len(history) == steps:
-                break
-            record, value, gradient = self._step(value, gradient)
-            history.steps.append(record)
-            if record.step_length == 0.0:
-                history.message = "line search failed: no decrease along the step"
-                break
-            if callback is not None and callback(record):
-                history.message = "stopped by callback"
-                break
-        history.loss, history.grad_norm = value, float(np.linalg.norm(gradient))
-        history.n_hvp = self.operator.n_hvp - start
-        return history
+        with _mpi.collective_call(
+            self.hessian.comm,
+            "NewtonCG.minimize",
+            n=self.hessian.n,
+            steps=steps,
+            gtol=gtol,
+            callback=callback,
+        ):
+            steps = _checks.nonnegative_integer(steps, "steps")
+            gtol = _checks.nonnegative_real(gtol, "gtol")
+            start = self.operator.n_hvp
+            history = NewtonHistory()
+            value, gradient = self.hessian.value_and_gradient()
+            history.message = f"reached {steps} steps"
+            while True:
+                grad_norm = float(np.linalg.norm(gradient))
+                if grad_norm <= gtol:
+                    history.converged = True
+                    history.message = f"gradient norm {grad_norm:.3e} <= gtol"
+                    break
+                if len(history) == steps:
+                    break
+                record, value, gradient = self._step(value, gradient)
+                history.steps.append(record)
+                if record.step_length == 0.0:
+                    history.message = "line search failed: no decrease along the step"
+                    break
+                if callback is not None and callback(record):
+                    history.message = "stopped by callback"
+                    break
+            history.loss, history.grad_norm = value, float(np.linalg.norm(gradient))
+            history.n_hvp = self.operator.n_hvp - start
+            return history
 
     def _step(self, value, gradient):
         """One step from (value, gradient) at the current variables.
@@ -343,7 +355,14 @@ class NewtonCG:
             direction = -gradient
         slope = float(gradient @ direction)
         point = self.hessian.flatten([variable.numpy() for variable in self.hessian.variables])
-        accepted = self._line_search(point, direction, value, slope, curvature, certificate)
+        try:
+            accepted = self._line_search(point, direction, value, slope, curvature, certificate)
+        except BaseException:
+            # The variables hold the last trial point, which no test accepted:
+            # an interrupt (KeyboardInterrupt included) or a failing loss
+            # evaluation leaves them where the step started.
+            _checks.assign_flat(self.hessian, point)
+            raise
         if accepted is None:
             _checks.assign_flat(self.hessian, point)
             record = NewtonStep(

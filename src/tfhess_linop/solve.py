@@ -184,8 +184,11 @@ def cg(A, b, x0=None, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=Non
     >>> result.info, result.negative_curvature.curvature
     (-2, -6.0)
     """
-    A, b, x0, tol, maxiter, M = _iv_system(A, b, x0, rtol, atol, maxiter, M, 10)
-    return _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, n_matvec=0)
+    with _checks.collective(
+        A, "cg", b=b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M, callback=callback
+    ):
+        A, b, x0, tol, maxiter, M = _iv_system(A, b, x0, rtol, atol, maxiter, M, 10)
+        return _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, n_matvec=0)
 
 
 def _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, n_matvec):
@@ -222,6 +225,11 @@ def _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, n_matvec):
             callback(x)
     info = 0 if residual_norm <= tol else maxiter
     return SolveResult(x, info, None, n_matvec, residual_norm, maxiter)
+
+
+def _iv_minres(A, b, x0, rtol, atol, shift, maxiter, M):
+    A, b, x0, tol, maxiter, M = _iv_system(A, b, x0, rtol, atol, maxiter, M, 5)
+    return A, b, x0, tol, maxiter, M, _checks.real(shift, "shift")
 
 
 def minres(A, b, x0=None, *, rtol=1e-5, atol=0.0, shift=0.0, maxiter=None, M=None, callback=None):
@@ -293,87 +301,98 @@ def minres(A, b, x0=None, *, rtol=1e-5, atol=0.0, shift=0.0, maxiter=None, M=Non
     >>> bool(d @ H @ d <= 0)
     True
     """
-    A, b, x0, tol, maxiter, M = _iv_system(A, b, x0, rtol, atol, maxiter, M, 5)
-    shift = float(shift)
-    n = b.shape[0]
-    n_matvec = 0
-    if x0 is None or not np.any(x0):
-        x, r1 = np.zeros(n), b.copy()
-    else:
-        x, r1 = x0.copy(), b - A.matvec(x0)
-        n_matvec += 1
-    y = r1 if M is None else M.matvec(r1)
-    beta1 = float(r1 @ y)
-    if beta1 < 0:
-        raise ValueError("`M` must be positive definite: found rᵀ M r < 0.")
-    beta1 = np.sqrt(beta1)
-    if beta1 == 0.0 or np.sqrt(float(r1 @ r1)) <= tol:
-        return SolveResult(x, 0, None, n_matvec, float(np.linalg.norm(r1)), 0)
-
-    eps = np.finfo(np.float64).eps
-    beta, old_beta = beta1, 0.0
-    r2 = r1
-    # Paige-Saunders: rotations (cs, sn), their carried quantities, and the
-    # three most recent search vectors w.
-    cs, sn, dbar, epsln, phibar, tnorm2 = -1.0, 0.0, 0.0, 0.0, beta1, 0.0
-    w, w2 = np.zeros(n), np.zeros(n)
-    # CG pivot d_k = p_kᵀ A p_k and direction p_k, for the curvature test.
-    pivot, cg_direction, certificate = None, None, None
-    info = maxiter
-    for iteration in range(maxiter):
-        v = y / beta
-        y = A.matvec(v) - shift * v
-        n_matvec += 1
-        if iteration > 0:
-            y = y - (beta / old_beta) * r1
-        alpha = float(v @ y)
-        y = y - (alpha / beta) * r2
-        r1, r2 = r2, y
-        y = r2 if M is None else M.matvec(r2)
-        old_beta = beta
-        beta = float(r2 @ y)
-        if beta < 0:
+    with _checks.collective(
+        A,
+        "minres",
+        b=b,
+        x0=x0,
+        rtol=rtol,
+        atol=atol,
+        shift=shift,
+        maxiter=maxiter,
+        M=M,
+        callback=callback,
+    ):
+        A, b, x0, tol, maxiter, M, shift = _iv_minres(A, b, x0, rtol, atol, shift, maxiter, M)
+        n = b.shape[0]
+        n_matvec = 0
+        if x0 is None or not np.any(x0):
+            x, r1 = np.zeros(n), b.copy()
+        else:
+            x, r1 = x0.copy(), b - A.matvec(x0)
+            n_matvec += 1
+        y = r1 if M is None else M.matvec(r1)
+        beta1 = float(r1 @ y)
+        if beta1 < 0:
             raise ValueError("`M` must be positive definite: found rᵀ M r < 0.")
-        beta = np.sqrt(beta)
-        tnorm2 += alpha**2 + old_beta**2 + beta**2
+        beta1 = np.sqrt(beta1)
+        if beta1 == 0.0 or np.sqrt(float(r1 @ r1)) <= tol:
+            return SolveResult(x, 0, None, n_matvec, float(np.linalg.norm(r1)), 0)
 
-        if certificate is None:
-            if pivot is None:
-                pivot, cg_direction = alpha, v.copy()
-            else:
-                ratio = old_beta / pivot
-                pivot = alpha - ratio * old_beta
-                cg_direction = v - ratio * cg_direction
-            if pivot <= 0.0:
-                certificate = NegativeCurvature(
-                    cg_direction,
-                    pivot / float(cg_direction @ cg_direction),
-                    iteration,
-                )
+        eps = np.finfo(np.float64).eps
+        beta, old_beta = beta1, 0.0
+        r2 = r1
+        # Paige-Saunders: rotations (cs, sn), their carried quantities, and the
+        # three most recent search vectors w.
+        cs, sn, dbar, epsln, phibar, tnorm2 = -1.0, 0.0, 0.0, 0.0, beta1, 0.0
+        w, w2 = np.zeros(n), np.zeros(n)
+        # CG pivot d_k = p_kᵀ A p_k and direction p_k, for the curvature test.
+        pivot, cg_direction, certificate = None, None, None
+        info = maxiter
+        for iteration in range(maxiter):
+            v = y / beta
+            y = A.matvec(v) - shift * v
+            n_matvec += 1
+            if iteration > 0:
+                y = y - (beta / old_beta) * r1
+            alpha = float(v @ y)
+            y = y - (alpha / beta) * r2
+            r1, r2 = r2, y
+            y = r2 if M is None else M.matvec(r2)
+            old_beta = beta
+            beta = float(r2 @ y)
+            if beta < 0:
+                raise ValueError("`M` must be positive definite: found rᵀ M r < 0.")
+            beta = np.sqrt(beta)
+            tnorm2 += alpha**2 + old_beta**2 + beta**2
 
-        old_epsln = epsln
-        delta = cs * dbar + sn * alpha
-        gbar = sn * dbar - cs * alpha
-        epsln = sn * beta
-        dbar = -cs * beta
-        root = np.hypot(gbar, dbar)
-        gamma = max(np.hypot(gbar, beta), eps)
-        cs, sn = gbar / gamma, beta / gamma
-        phi = cs * phibar
-        phibar = sn * phibar
-        w1, w2 = w2, w
-        w = (v - old_epsln * w1 - delta * w2) / gamma
-        x = x + phi * w
-        if callback is not None:
-            callback(x)
+            if certificate is None:
+                if pivot is None:
+                    pivot, cg_direction = alpha, v.copy()
+                else:
+                    ratio = old_beta / pivot
+                    pivot = alpha - ratio * old_beta
+                    cg_direction = v - ratio * cg_direction
+                if pivot <= 0.0:
+                    certificate = NegativeCurvature(
+                        cg_direction,
+                        pivot / float(cg_direction @ cg_direction),
+                        iteration,
+                    )
 
-        # root = ‖A r‖ / ‖r‖ for the previous residual; beta = 0: the Krylov
-        # space is invariant and x is its best solution.
-        a_norm = np.sqrt(tnorm2)
-        if phibar <= tol or root <= rtol * a_norm or beta <= eps * a_norm:
-            info = 0
-            break
-    return SolveResult(x, info, certificate, n_matvec, float(phibar), iteration + 1)
+            old_epsln = epsln
+            delta = cs * dbar + sn * alpha
+            gbar = sn * dbar - cs * alpha
+            epsln = sn * beta
+            dbar = -cs * beta
+            root = np.hypot(gbar, dbar)
+            gamma = max(np.hypot(gbar, beta), eps)
+            cs, sn = gbar / gamma, beta / gamma
+            phi = cs * phibar
+            phibar = sn * phibar
+            w1, w2 = w2, w
+            w = (v - old_epsln * w1 - delta * w2) / gamma
+            x = x + phi * w
+            if callback is not None:
+                callback(x)
+
+            # root = ‖A r‖ / ‖r‖ for the previous residual; beta = 0: the Krylov
+            # space is invariant and x is its best solution.
+            a_norm = np.sqrt(tnorm2)
+            if phibar <= tol or root <= rtol * a_norm or beta <= eps * a_norm:
+                info = 0
+                break
+        return SolveResult(x, info, certificate, n_matvec, float(phibar), iteration + 1)
 
 
 class NystromPreconditioner(LinearOperator):
@@ -427,7 +446,7 @@ def _iv_nystrom(A, rank, oversample, shift, rng):
     rank = _checks.positive_integer(rank, "rank", upper=n, upper_text=f"n = {n}")
     oversample = _checks.nonnegative_integer(oversample, "oversample")
     shift = _checks.nonnegative_real(shift, "shift")
-    return A, n, rank, oversample, shift, np.random.default_rng(rng)
+    return A, n, rank, oversample, shift, _checks.generator(rng)
 
 
 def nystrom_preconditioner(A, rank, *, oversample=10, shift=0.0, rng=None):
@@ -484,8 +503,11 @@ def nystrom_preconditioner(A, rank, *, oversample=10, shift=0.0, rng=None):
     >>> bool(w.max() / w.min() < 1.5)
     True
     """
-    A, n, rank, oversample, shift, rng = _iv_nystrom(A, rank, oversample, shift, rng)
-    return NystromPreconditioner(*_nystrom(A, n, rank, oversample, rng), shift)
+    with _checks.collective(
+        A, "nystrom_preconditioner", rank=rank, oversample=oversample, shift=shift, rng=rng
+    ):
+        A, n, rank, oversample, shift, rng = _iv_nystrom(A, rank, oversample, shift, rng)
+        return NystromPreconditioner(*_nystrom(A, n, rank, oversample, rng), shift)
 
 
 def _nystrom(A, n, rank, oversample, rng):
@@ -579,8 +601,22 @@ def pcg(
     >>> bool(preconditioned.n_iter < plain.n_iter)
     True
     """
-    A, n, rank, oversample, shift, rng = _iv_nystrom(A, rank, oversample, shift, rng)
-    A, b, x0, tol, maxiter, _ = _iv_system(A, b, x0, rtol, atol, maxiter, None, 10)
-    M = NystromPreconditioner(*_nystrom(A, n, rank, oversample, rng), shift)
-    sketch_products = min(rank + oversample, n)
-    return _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, sketch_products)
+    with _checks.collective(
+        A,
+        "pcg",
+        b=b,
+        rank=rank,
+        oversample=oversample,
+        x0=x0,
+        rtol=rtol,
+        atol=atol,
+        maxiter=maxiter,
+        shift=shift,
+        callback=callback,
+        rng=rng,
+    ):
+        A, n, rank, oversample, shift, rng = _iv_nystrom(A, rank, oversample, shift, rng)
+        A, b, x0, tol, maxiter, _ = _iv_system(A, b, x0, rtol, atol, maxiter, None, 10)
+        M = NystromPreconditioner(*_nystrom(A, n, rank, oversample, rng), shift)
+        sketch_products = min(rank + oversample, n)
+        return _conjugate_gradient(A, b, x0, tol, maxiter, M, callback, sketch_products)

@@ -18,16 +18,18 @@ from .eigen import eigsh
 __all__ = ["randomized_svd", "svds"]
 
 
-def _iv_svds(A, k, which, return_singular_vectors):
+def _iv_svds(A, k, which, tol, maxiter, return_singular_vectors):
     A, n = _checks.square_operator(A)
     k = _checks.positive_integer(k, "k", upper=n - 1, upper_text=f"n - 1 = {n - 1}")
     _checks.choice(which, "which", ("LM", "SM"))
+    tol = _checks.nonnegative_real(tol, "tol")
+    maxiter = _checks.optional_positive_integer(maxiter, "maxiter")
     if return_singular_vectors not in (True, False, "u", "vh"):
         raise ValueError(
             "`return_singular_vectors` must be True, False, 'u' or 'vh', "
             f"got {return_singular_vectors!r}."
         )
-    return A, k
+    return A, k, tol, maxiter
 
 
 def svds(
@@ -92,32 +94,43 @@ def svds(
     >>> np.allclose(A @ Vt.T, U * s)
     True
     """
-    A, k = _iv_svds(A, k, which, return_singular_vectors)
-    if return_singular_vectors is False:
-        w = eigsh(
-            A,
-            k,
-            which=which,
-            ncv=ncv,
-            tol=tol,
-            v0=v0,
-            maxiter=maxiter,
-            return_eigenvectors=False,
-        )
-        return np.sort(np.abs(w))
-    w, W = eigsh(A, k, which=which, ncv=ncv, tol=tol, v0=v0, maxiter=maxiter)
-    order = np.argsort(np.abs(w), kind="stable")
-    w, W = w[order], W[:, order]
-    largest = np.argmax(np.abs(W), axis=0)
-    W = W * np.sign(W[largest, np.arange(k)])
-    U = W
-    Vt = (W * np.where(w < 0, -1.0, 1.0)).T
-    s = np.abs(w)
-    if return_singular_vectors == "u":
-        return U, s, None
-    if return_singular_vectors == "vh":
-        return None, s, Vt
-    return U, s, Vt
+    with _checks.collective(
+        A,
+        "svds",
+        k=k,
+        ncv=ncv,
+        tol=tol,
+        which=which,
+        v0=v0,
+        maxiter=maxiter,
+        return_singular_vectors=return_singular_vectors,
+    ):
+        A, k, tol, maxiter = _iv_svds(A, k, which, tol, maxiter, return_singular_vectors)
+        if return_singular_vectors is False:
+            w = eigsh(
+                A,
+                k,
+                which=which,
+                ncv=ncv,
+                tol=tol,
+                v0=v0,
+                maxiter=maxiter,
+                return_eigenvectors=False,
+            )
+            return np.sort(np.abs(w))
+        w, W = eigsh(A, k, which=which, ncv=ncv, tol=tol, v0=v0, maxiter=maxiter)
+        order = np.argsort(np.abs(w), kind="stable")
+        w, W = w[order], W[:, order]
+        largest = np.argmax(np.abs(W), axis=0)
+        W = W * np.sign(W[largest, np.arange(k)])
+        U = W
+        Vt = (W * np.where(w < 0, -1.0, 1.0)).T
+        s = np.abs(w)
+        if return_singular_vectors == "u":
+            return U, s, None
+        if return_singular_vectors == "vh":
+            return None, s, Vt
+        return U, s, Vt
 
 
 def _iv_randomized_svd(A, k, oversample, n_iter, method, rng):
@@ -126,7 +139,7 @@ def _iv_randomized_svd(A, k, oversample, n_iter, method, rng):
     oversample = _checks.nonnegative_integer(oversample, "oversample")
     n_iter = _checks.nonnegative_integer(n_iter, "n_iter")
     _checks.choice(method, "method", ("subspace", "krylov"))
-    return A, n, k, oversample, n_iter, np.random.default_rng(rng)
+    return A, n, k, oversample, n_iter, _checks.generator(rng)
 
 
 def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None):
@@ -211,28 +224,31 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
     >>> np.allclose(s, 0.8 ** np.arange(5), rtol=1e-12)
     True
     """
-    A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
-    width = min(k + oversample, n)
-    omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
-    Q = _checks.orthonormal_columns(_matmat(A, omega))
-    if method == "subspace":
-        for _ in range(n_iter):
-            Q = _checks.orthonormal_columns(_matmat(A, Q))
-        AQ = _matmat(A, Q)
-    else:
-        blocks, products = [Q], []
-        for _ in range(n_iter):
-            room = n - sum(block.shape[1] for block in blocks)
-            if room == 0:
-                break
+    with _checks.collective(
+        A, "randomized_svd", k=k, oversample=oversample, n_iter=n_iter, method=method, rng=rng
+    ):
+        A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
+        width = min(k + oversample, n)
+        omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
+        Q = _checks.orthonormal_columns(_matmat(A, omega))
+        if method == "subspace":
+            for _ in range(n_iter):
+                Q = _checks.orthonormal_columns(_matmat(A, Q))
+            AQ = _matmat(A, Q)
+        else:
+            blocks, products = [Q], []
+            for _ in range(n_iter):
+                room = n - sum(block.shape[1] for block in blocks)
+                if room == 0:
+                    break
+                products.append(_matmat(A, blocks[-1]))
+                basis = np.hstack(blocks)
+                blocks.append(_checks.orthonormal_columns(products[-1][:, :room], basis))
             products.append(_matmat(A, blocks[-1]))
-            basis = np.hstack(blocks)
-            blocks.append(_checks.orthonormal_columns(products[-1][:, :room], basis))
-        products.append(_matmat(A, blocks[-1]))
-        Q, AQ = np.hstack(blocks), np.hstack(products)
-    # A = Aᵀ, so Qᵀ A = (A Q)ᵀ: no product with Aᵀ.
-    small_u, s, Vt = np.linalg.svd(AQ.T, full_matrices=False)
-    return Q @ small_u[:, :k], s[:k], Vt[:k]
+            Q, AQ = np.hstack(blocks), np.hstack(products)
+        # A = Aᵀ, so Qᵀ A = (A Q)ᵀ: no product with Aᵀ.
+        small_u, s, Vt = np.linalg.svd(AQ.T, full_matrices=False)
+        return Q @ small_u[:, :k], s[:k], Vt[:k]
 
 
 def _matmat(A, X):

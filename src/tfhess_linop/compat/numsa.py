@@ -69,7 +69,7 @@ import numpy.linalg as la
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .. import _mpi
+from .. import _checks, _mpi
 from ..eigen import power_iteration
 from ..hessian import Hessian as _Hessian
 from ..linop import as_linop
@@ -175,8 +175,11 @@ class Hessian:
         ----------
         state : bool, optional
             The new setting; without it, the setting is toggled (the seed's
-            first version took no argument).
+            first version took no argument). Only booleans are accepted: a
+            string such as ``"no"`` is truthy and would turn output on.
         """
+        if state is not None and not isinstance(state, (bool, np.bool_)):
+            raise TypeError(f"`state` must be True, False or None, got {state!r}.")
         self.verbose = (not self.verbose) if state is None else bool(state)
 
     # ------------------------------------------------------------ evaluations
@@ -330,6 +333,9 @@ class Hessian:
         which = {"pi-max": "LA", "pi-min": "SA"}.get(flag)
         if which is None:
             raise ValueError(f"`flag` must be 'pi-max' or 'pi-min'; got {flag!r}.")
+        # The seed's names, not those of power_iteration, in the messages.
+        itmax = _checks.positive_integer(itmax, "itmax")
+        tol = _checks.nonnegative_real(tol, "tol")
         value, _, info = power_iteration(
             self.operator, which, tol=tol, maxiter=itmax, rng=_generator(rng)
         )
@@ -370,6 +376,9 @@ class Hessian:
         """
         if isinstance(Krylov, bool) or not isinstance(Krylov, numbers.Integral) or Krylov < 1:
             raise ValueError(f"`Krylov` must be a positive integer; got {Krylov!r}.")
+        n = self.hessian.n
+        k = _checks.positive_integer(k, "k", upper=n, upper_text=f"n = {n}")
+        p = _checks.nonnegative_integer(p, "p")
         method = "subspace" if Krylov == 1 else "krylov"
         return randomized_svd(
             self.operator,
@@ -431,6 +440,7 @@ class Hessian:
         result : tfhess_linop.SolveResult
             Only with `return_info`; also kept in ``self.last_solve``.
         """
+        k, p, itmax, tol = self._iv_pcg(k, p, itmax, tol)
         b_array = np.asarray(b, dtype=np.float64)
         shape = b_array.shape
         b_flat = self._flat_vector(b_array, "b")
@@ -440,8 +450,6 @@ class Hessian:
                 UserWarning,
                 stacklevel=2,
             )
-        if tol is None:
-            tol = 1e-8 if self.hessian.dtype == tf.float64 else 1e-5
         generator = _generator(rng)
         if mu is not None or var is not None:
             draw = _mpi.draw(generator, (self.hessian.n,), self.comm)
@@ -451,7 +459,7 @@ class Hessian:
         result = pcg(
             self.operator,
             b_flat,
-            rank=min(int(k), self.hessian.n),
+            rank=min(k, self.hessian.n),
             oversample=p,
             x0=x0,
             rtol=tol,
@@ -478,6 +486,15 @@ class Hessian:
         return (x, result) if return_info else x
 
     # --------------------------------------------------------------- helpers
+
+    def _iv_pcg(self, k, p, itmax, tol):
+        """Check `pCG`'s sizes under the seed's names; no float or string is rounded."""
+        k = _checks.positive_integer(k, "k")
+        p = _checks.nonnegative_integer(p, "p")
+        itmax = _checks.positive_integer(itmax, "itmax")
+        if tol is None:
+            tol = 1e-8 if self.hessian.dtype == tf.float64 else 1e-5
+        return k, p, itmax, _checks.nonnegative_real(tol, "tol")
 
     def _say(self, message):
         if self.verbose and _mpi.rank(self.comm) == 0:
@@ -521,7 +538,7 @@ def _generator(rng):
     """
     if rng is None:
         return np.random.default_rng(np.random.randint(0, 2**31 - 1))  # noqa: NPY002
-    return np.random.default_rng(rng)
+    return _checks.generator(rng)
 
 
 def _takes_comm(Loss):
