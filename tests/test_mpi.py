@@ -75,3 +75,52 @@ def test_failure_on_one_rank_raises_on_every_rank(ranks, tmp_path):
     for outcomes in per_rank:
         assert outcomes["parameter counts differ"].startswith("ValueError: the ranks disagree")
         assert outcomes["healthy afterwards"] == "no error"
+
+
+@pytest.mark.parametrize("ranks", [3])
+def test_every_way_out_of_a_collective_call_reaches_every_rank(ranks, tmp_path):
+    # Issue 13: KeyboardInterrupt, SystemExit and GeneratorExit on one rank,
+    # inside a product or between two, and a real SIGINT at five moments, end
+    # with every rank raising (a hang fails on the timeout); mismatched calls
+    # raise a Python error on every rank.
+    per_rank = run_under_mpi("check_failures.py", ranks, tmp_path / "failures.json", timeout=180)
+    faulty = per_rank[-1]
+    for exception in ("KeyboardInterrupt", "SystemExit", "GeneratorExit"):
+        name = f"{exception} in a product"
+        assert faulty[name] == f"{exception}: interrupted in a product"
+        for healthy in per_rank[:-1]:
+            assert healthy[name].startswith(
+                f"CollectiveError: another rank failed in a collective call; "
+                f"rank {ranks - 1}: {exception}: interrupted in a product (in eigsh("
+            )
+    name = "KeyboardInterrupt between products"
+    assert faulty[name] == "KeyboardInterrupt: interrupted between products"
+    assert faulty["argument error on one rank"].startswith("ValueError: `v0` must be finite")
+    sigints = [name for name in faulty if name.startswith("SIGINT after") and "raise" not in name]
+    assert len(sigints) == 5
+    for name in sigints:
+        assert faulty[name].startswith("KeyboardInterrupt")
+    for healthy in per_rank[:-1]:
+        for name in ("KeyboardInterrupt between products", "argument error on one rank"):
+            assert healthy[name].startswith("CollectiveError: another rank failed")
+            assert "(in leaving eigsh(" in healthy[name]
+        for name in sigints:
+            assert healthy[name].startswith(
+                f"CollectiveError: another rank failed in a collective call; "
+                f"rank {ranks - 1}: KeyboardInterrupt (in "
+            )
+    for outcomes in per_rank:
+        timings = outcomes["timings"]
+        for name in sigints:
+            assert timings[f"{name}: seconds to raise"] < 5.0
+        for name, shown in (
+            ("eigsh with different k", "k=2"),
+            ("eigsh against lobpcg", "entering lobpcg("),
+            ("products of different shapes", "product of shape (6, 2)"),
+            ("gradient against product", "product of shape (7,)"),
+        ):
+            assert outcomes[name].startswith(
+                "CollectiveError: the ranks are not making the same collective call"
+            )
+            assert f"rank {ranks - 1}: " in outcomes[name]
+            assert shown in outcomes[name]
