@@ -333,3 +333,23 @@ def test_bad_arrays_are_refused(kwargs, error, match):
 def test_dataset_elements_of_four_parts_are_refused():
     with pytest.raises(ValueError, match=r"\(x, y, sample_weight\)`; got a tuple of 4"):
         DataSource(from_slices(X, Y, SW, SW))
+
+
+def test_a_dataset_that_reshuffles_on_every_pass_is_refused():
+    with pytest.raises(ValueError, match=r"different batches on each pass.*reshuffle_each"):
+        DataSource(from_slices(X, Y).shuffle(N, seed=0).batch(4))
+    fixed = DataSource(from_slices(X, Y).shuffle(N, seed=0, reshuffle_each_iteration=False))
+    shuffled = collect(fixed)
+    assert_same(collect(fixed), shuffled)
+    order = np.argsort(shuffled[0][:, 0])
+    assert_same(tuple(a[order] for a in shuffled), tuple(a[np.argsort(X[:, 0])] for a in (X, Y)))
+
+
+def test_a_pydataset_with_random_augmentation_is_refused():
+    noise = np.random.default_rng(0)
+
+    def augment(i, batch):
+        return (batch[0] + noise.standard_normal(batch[0].shape), batch[1])
+
+    with pytest.raises(ValueError, match="different batches on each pass"):
+        DataSource(Batches((X, Y), 4, change_at=augment))

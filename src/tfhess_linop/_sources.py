@@ -13,6 +13,7 @@ once at construction, to count their samples and check their values.
 from __future__ import annotations
 
 import collections.abc
+import hashlib
 import numbers
 
 import keras
@@ -121,7 +122,7 @@ class DataSource:
         self.n_local = int(self._reader.n_local)
         if self.n_global == 0:
             raise ValueError("`x` and `y` hold no samples on any rank.")
-        self.signature = _agree_on_signature(self._reader.signature, comm)
+        self.signature = _agree(self._reader, comm, compare_batches=shard)
         self.has_y = len(self.signature) > 1
         self.has_sample_weight = len(self.signature) > 2
 
@@ -304,16 +305,16 @@ class _DatasetReader:
             dataset = dataset.batch(batch_size or KERAS_BATCH_SIZE)
         elif batch_size is not None:
             dataset = dataset.rebatch(batch_size)
-        if size > 1:
-            dataset = dataset.shard(size, rank)
         if len(spec) == 3:
             dataset = dataset.map(lambda x, y, sw: (x, y, _tensor_weights(sw)))
-        self._dataset = dataset
         self.signature = tuple(
             _relax(part, f"`x`'s {name}")
             for name, part in zip(_PARTS, dataset.element_spec, strict=False)
         )
-        self.n_local, self.n_batches = _count(dataset, self.signature, rank, size)
+        # tf.data's shard() reads every batch anyway: count them all, to learn
+        # which are ours and to check that the ranks read the same batches.
+        self.n_local, self.n_batches, self.digest = _count(dataset, self.signature, rank, size)
+        self._dataset = dataset.shard(size, rank) if size > 1 else dataset
 
     def __iter__(self):
         return iter(self._dataset)
@@ -341,30 +342,51 @@ def _tensor_weights(part):
     return tf.nest.map_structure(as_float, part)
 
 
+def _summary(*parts):
+    """Per batch and leaf: the length, whether it is finite, and a checksum (its sum)."""
+    leaves = tf.nest.flatten(parts)
+    sizes = tf.stack([tf.shape(leaf, out_type=tf.int64)[0] for leaf in leaves])
+    finite = [tf.reduce_all(tf.math.is_finite(t)) if t.dtype.is_floating else True for t in leaves]
+    hashed = [
+        tf.strings.to_hash_bucket_fast(t, 2**31 - 1) if t.dtype == tf.string else t for t in leaves
+    ]
+    checksums = tf.stack([tf.reduce_sum(tf.cast(t, tf.float64)) for t in hashed])
+    return sizes, tf.stack(finite), checksums
+
+
 def _count(dataset, signature, rank, size):
-    """Samples and batches of one pass, checking sizes and values batch by batch."""
+    """This rank's samples and batches, and a digest of all batches, from one pass."""
     labels = [label for label, _ in _labelled_parts(signature)]
-
-    def summary(*parts):
-        leaves = tf.nest.flatten(parts)
-        sizes = tf.stack([tf.shape(leaf, out_type=tf.int64)[0] for leaf in leaves])
-        finite = [
-            tf.reduce_all(tf.math.is_finite(leaf)) if leaf.dtype.is_floating else True
-            for leaf in leaves
-        ]
-        return sizes, tf.stack(finite)
-
+    summaries = dataset.map(_summary)
     samples = batches = 0
-    for sizes, finite in dataset.map(summary).as_numpy_iterator():
-        where = f"batch {batches * size + rank} of the dataset `x`"
+    checksums = []
+    for index, (sizes, finite, checksum) in enumerate(summaries.as_numpy_iterator()):
+        where = f"batch {index} of the dataset `x`"
         if len(set(sizes.tolist())) != 1:
             raise ValueError(f"{where} has parts of different lengths: {sizes.tolist()}.")
         if not finite.all():
             bad = labels[int(np.argmin(finite))]
             raise ValueError(f"{where} has non-finite values (NaN or inf) in `{bad}`.")
-        samples += int(sizes[0])
-        batches += 1
-    return samples, batches
+        checksums.append(_rounded(checksum))
+        if index % size == rank:
+            samples += int(sizes[0])
+            batches += 1
+    again = next(summaries.as_numpy_iterator(), None)
+    if checksums and (again is None or _rounded(again[2]) != checksums[0]):
+        raise ValueError(_CHANGING)
+    return samples, batches, hashlib.sha256(np.array(checksums).tobytes()).hexdigest()
+
+
+def _rounded(checksums):
+    # To 12 digits: a sum's order of summation may differ from pass to pass.
+    return [float(f"{c:.12e}") for c in checksums]
+
+
+_CHANGING = (
+    "`x` gives different batches on each pass, but the Hessian must read the same data "
+    "on every product: give `shuffle()` `reshuffle_each_iteration=False` (and a `seed` "
+    "under MPI), and leave random augmentation out."
+)
 
 
 class _PyDatasetReader:
@@ -376,17 +398,24 @@ class _PyDatasetReader:
             raise ValueError("`x` is an infinite PyDataset (`num_batches` is None).")
         self._dataset = dataset
         self._indices = range(rank, count, size)
-        self.signature, self.n_local = None, 0
+        self.n_batches = len(self._indices)
+        self.signature, self.n_local, first = None, 0, None
         for index in self._indices:
             batch = self._read(index)
-            where = f"batch {index} of the PyDataset `x`"
-            spec = tuple(tf.nest.map_structure(_tensor_spec, batch))
-            self.signature = spec if self.signature is None else _merge(self.signature, spec, where)
-            self.n_local += _batch_length(batch, where)
-            for label, leaf in _labelled_parts(batch):
-                if leaf.dtype.is_floating and not tf.reduce_all(tf.math.is_finite(leaf)):
-                    raise ValueError(f"{where} has non-finite values (NaN or inf) in `{label}`.")
-        self.n_batches = len(self._indices)
+            self._check(batch, f"batch {index} of the PyDataset `x`")
+            first = batch if first is None else first
+        if first is not None and not _equal(first, self._read(rank)):
+            raise ValueError(_CHANGING)
+
+    def _check(self, batch, where):
+        """Count `batch`, and check it is finite and is like the batches before it."""
+        spec = tuple(tf.nest.map_structure(tf.TensorSpec.from_tensor, batch))
+        spec = _relax(spec, where)
+        self.signature = spec if self.signature is None else _merge(self.signature, spec, where)
+        self.n_local += _batch_length(batch, where)
+        for label, leaf in _labelled_parts(batch):
+            if leaf.dtype.is_floating and not tf.reduce_all(tf.math.is_finite(leaf)):
+                raise ValueError(f"{where} has non-finite values (NaN or inf) in `{label}`.")
 
     def _read(self, index):
         element = self._dataset[index]
@@ -477,10 +506,6 @@ def _batch_length(batch, where="a batch"):
     return lengths.pop()
 
 
-def _tensor_spec(tensor):
-    return _relax(tf.TensorSpec.from_tensor(tensor), "a batch")
-
-
 def _relax(structure, what):
     """`structure`'s specs with an unknown batch dimension, so no batch size is traced in."""
 
@@ -496,7 +521,10 @@ def _relax(structure, what):
 
 def _merge(first, second, where):
     """The most specific signature of both; dims that differ become None."""
-    _same_structure(first, second, "x", f"the structure of the first batch ({where})")
+    try:
+        tf.nest.assert_same_structure(first, second)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} is not structured as the batches before it: {exc}") from None
 
     def merge(a, b):
         if a.dtype != b.dtype or a.shape.rank != b.shape.rank:
@@ -508,15 +536,27 @@ def _merge(first, second, where):
     return tf.nest.map_structure(merge, first, second)
 
 
-def _agree_on_signature(signature, comm):
+def _agree(reader, comm, compare_batches):
     """One signature for all ranks (ranks without batches take the others')."""
     if comm is None:
-        return signature
-    known = [s for s in _mpi.allgather_object(signature, comm) if s is not None]
+        return reader.signature
+    digest = getattr(reader, "digest", None) if compare_batches else None
+    gathered = _mpi.allgather_object((reader.signature, digest), comm)
+    if len({d for _, d in gathered if d is not None}) > 1:
+        raise ValueError(
+            "the ranks read different batches from `x`; with `shard=True` every rank "
+            "must read the same dataset in the same order (a `shuffle()` needs a `seed`)."
+        )
+    known = [signature for signature, _ in gathered if signature is not None]
     merged = known[0]
-    for rank_signature in known[1:]:
-        merged = _merge(merged, rank_signature, "another rank's data")
+    for signature in known[1:]:
+        merged = _merge(merged, signature, "another rank's data")
     return merged
+
+
+def _equal(first, second):
+    pairs = zip(tf.nest.flatten(first), tf.nest.flatten(second), strict=True)
+    return all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
 
 
 def _empty(spec):

@@ -64,6 +64,9 @@ cases = {
     "Dataset, one batch": lambda: DataSource(from_slices(X, Y).batch(N), comm=comm),
     "PyDataset": lambda: DataSource(Batches((X, Y), 7), comm=comm),
     "PyDataset, one batch": lambda: DataSource(Batches((X, Y), N), comm=comm),
+    "Dataset shuffled with a seed": lambda: DataSource(
+        from_slices(X, Y).shuffle(N, seed=1, reshuffle_each_iteration=False).batch(7), comm=comm
+    ),
     "shard=False": lambda: DataSource(X[rank::size], Y[rank::size], comm=comm, shard=False),
 }
 report = {"size": size, "cases": {}, "failures": {}}
@@ -95,6 +98,9 @@ failures = {
     ),
     "dtypes differ between ranks": lambda: DataSource(
         X.astype(np.float32) if faulty else X, Y, comm=comm, shard=False
+    ),
+    "Dataset shuffled without a seed": lambda: DataSource(
+        from_slices(X, Y).shuffle(N, reshuffle_each_iteration=False).batch(7), comm=comm
     ),
     "one rank without samples": lambda: DataSource(
         X[: 0 if faulty else N], Y[: 0 if faulty else N], comm=comm, shard=False
