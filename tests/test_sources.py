@@ -353,3 +353,26 @@ def test_a_pydataset_with_random_augmentation_is_refused():
 
     with pytest.raises(ValueError, match="different batches on each pass"):
         DataSource(Batches((X, Y), 4, change_at=augment))
+
+
+def test_a_named_input_dataset_is_batched_by_the_model_inputs():
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(1)(a))
+    x = {"a": X, "b": X[:, :1]}
+    source = DataSource(tf.data.Dataset.from_tensor_slices((x, Y)), model=model)
+    assert batch_lengths(source) == [N]
+    assert_same(collect(source), (x, Y))
+    assert_same(collect(DataSource([X, X[:, :1]], Y)), ([X, X[:, :1]], Y))
+
+
+def test_kind_and_repr():
+    assert DataSource(pd.DataFrame(X), Y).kind == "DataFrame"
+    assert DataSource(Batches((X, Y), 4)).kind == "PyDataset"
+    source = DataSource(from_slices(X, Y).batch(4))
+    assert source.kind == "tf.data.Dataset"
+    assert repr(source) == "DataSource(kind='tf.data.Dataset', samples=10 of 10, batches=3)"
+
+
+def test_missing_x_is_refused():
+    with pytest.raises(ValueError, match="`x` must be given"):
+        DataSource(None, Y)
