@@ -87,15 +87,22 @@ def _tensor_weights(part):
 
 
 def _summary(*parts):
-    """Per batch and leaf: the length, whether it is finite, and a checksum (its sum)."""
+    """Per batch and leaf: the length, whether it is finite, and a checksum."""
     leaves = tf.nest.flatten(parts)
     sizes = tf.stack([tf.shape(leaf, out_type=tf.int64)[0] for leaf in leaves])
     finite = [tf.reduce_all(tf.math.is_finite(t)) if t.dtype.is_floating else True for t in leaves]
-    hashed = [
-        tf.strings.to_hash_bucket_fast(t, 2**31 - 1) if t.dtype == tf.string else t for t in leaves
-    ]
-    checksums = tf.stack([tf.reduce_sum(tf.cast(t, tf.float64)) for t in hashed])
-    return sizes, tf.stack(finite), checksums
+    return sizes, tf.stack(finite), tf.stack([_checksum(t) for t in leaves])
+
+
+def _checksum(leaf):
+    """The sum of the leaf's bits read as integers: exact, whatever the order of summation."""
+    if leaf.dtype == tf.string:
+        leaf = tf.strings.to_hash_bucket_fast(leaf, 2**31 - 1)
+    elif leaf.dtype.size >= 4:
+        leaf = tf.bitcast(leaf, tf.int32)
+    elif leaf.dtype.is_floating:
+        leaf = tf.bitcast(leaf, tf.int16)
+    return tf.reduce_sum(tf.cast(leaf, tf.int64))
 
 
 def _count(dataset, signature, rank, size):
@@ -111,19 +118,14 @@ def _count(dataset, signature, rank, size):
         if not finite.all():
             bad = labels[int(np.argmin(finite))]
             raise ValueError(f"{where} has non-finite values (NaN or inf) in `{bad}`.")
-        checksums.append(_rounded(checksum))
+        checksums.append(checksum.tolist())
         if index % size == rank:
             samples += int(sizes[0])
             batches += 1
     again = next(summaries.as_numpy_iterator(), None)
-    if checksums and (again is None or _rounded(again[2]) != checksums[0]):
+    if checksums and (again is None or again[2].tolist() != checksums[0]):
         raise ValueError(CHANGING)
-    return samples, batches, hashlib.sha256(np.array(checksums).tobytes()).hexdigest()
-
-
-def _rounded(checksums):
-    # To 12 digits: a sum's order of summation may differ from pass to pass.
-    return [float(f"{c:.12e}") for c in checksums]
+    return samples, batches, hashlib.sha256(np.array(checksums, np.int64).tobytes()).hexdigest()
 
 
 class PyDatasetReader:
