@@ -1,4 +1,4 @@
-"""A Keras model and loss as one batch's share of the mean loss."""
+"""The parameters of a Keras model: all trainable weights, or a chosen subset."""
 
 from __future__ import annotations
 
@@ -6,13 +6,89 @@ import keras
 import tensorflow as tf
 
 
-def per_sample_loss(loss):
-    """Resolve `loss` to ``f(y_true, y_pred)`` returning unreduced losses.
+def check_model(model):
+    """Raise early if `model` cannot have a Hessian (not a model, not built, no weights)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+    if not model.built or not model.trainable_variables:
+        raise ValueError(
+            "`model` must be built and have trainable variables; call it on "
+            "data once (or give it an Input) before building its Hessian."
+        )
 
-    Loss objects are called through their unreduced ``call``: their
-    ``__call__`` would reduce over the batch and cast to ``floatx``, which
-    silently turns a float64 model's loss into float32.
+
+def keras_variables(model, variables=None):
+    """The tf.Variables of `model`'s parameters: all trainable ones, or those chosen.
+
+    Parameters
+    ----------
+    model : keras.Model
+    variables : None or sequence of variables, layers or layer names
+        None: ``model.trainable_variables``. Otherwise, in the order given:
+        a variable (which must be one of the model's trainable variables),
+        a layer or a layer's name (its trainable variables; a frozen layer
+        has none, as in ``fit``).
+
+    Returns
+    -------
+    list of tf.Variable
     """
+    check_model(model)
+    trainable = {
+        id(underlying_variable(v)): underlying_variable(v) for v in model.trainable_variables
+    }
+    if variables is None:
+        return list(trainable.values())
+    if isinstance(variables, (str, keras.layers.Layer)) or not hasattr(variables, "__iter__"):
+        variables = [variables]
+    chosen = []
+    for i, item in enumerate(variables):
+        for variable in _expand(model, item, i):
+            if id(variable) not in trainable:
+                raise ValueError(
+                    f"`variables[{i}]` ({variable.name}) is not a trainable variable of "
+                    "`model` (frozen layers and non-trainable weights have no Hessian here)."
+                )
+            if all(variable is not v for v in chosen):
+                chosen.append(variable)
+    if not chosen:
+        raise ValueError(
+            "`variables` selects no trainable variable of `model` (are the layers frozen?)."
+        )
+    return chosen
+
+
+def _expand(model, item, index):
+    """The tf.Variables that one entry of `variables` stands for."""
+    if isinstance(item, str):
+        try:
+            item = model.get_layer(item)
+        except ValueError:
+            names = [layer.name for layer in model.layers]
+            raise ValueError(
+                f"`variables[{index}]`: `model` has no layer named {item!r}; its layers: {names}."
+            ) from None
+    if isinstance(item, keras.layers.Layer):
+        return [underlying_variable(v) for v in item.trainable_variables]
+    variable = underlying_variable(item)
+    if variable is None:
+        raise TypeError(
+            f"`variables[{index}]` must be a variable, a layer or a layer name; "
+            f"got {type(item).__name__}."
+        )
+    return [variable]
+
+
+def underlying_variable(item):
+    """The tf.Variable behind a tf.Variable or a Keras 3 variable, else None."""
+    if isinstance(item, tf.Variable):
+        return item
+    value = getattr(item, "value", None)
+    return value if isinstance(value, tf.Variable) else None
+
+
+def per_sample_loss(loss):
+    """Resolve `loss` to ``f(y_true, y_pred)`` returning unreduced losses (CLI checks)."""
     if isinstance(loss, str):
         try:
             loss = keras.losses.get(loss)
@@ -26,40 +102,3 @@ def per_sample_loss(loss):
         "`loss` must be a Keras loss name, a keras.losses.Loss or a callable "
         f"loss(y_true, y_pred); got {type(loss).__name__}."
     )
-
-
-def keras_contribution(model, loss, n_global, *, training):
-    """``contribution(x, y)``: the sum of the batch's per-sample losses / `n_global`.
-
-    A loss returning a scalar is taken as the mean over the batch, so it is
-    multiplied by the batch size; per-sample losses with trailing axes are
-    averaged over those axes (as Keras does).
-    """
-    function = per_sample_loss(loss)
-
-    def contribution(x, y):
-        predictions = model(x, training=training)
-        targets = _match_dtype(y, predictions)
-        values = tf.convert_to_tensor(function(targets, predictions))
-        if values.shape.rank == 0:
-            batch = tf.shape(tf.nest.flatten(x)[0])[0]
-            total = values * tf.cast(batch, values.dtype)
-        else:
-            if values.shape.rank > 1:
-                values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
-            total = tf.reduce_sum(values)
-        return total / tf.cast(n_global, total.dtype)
-
-    return contribution
-
-
-def _match_dtype(targets, predictions):
-    """Cast floating targets to the predictions' dtype (float64 models, float32 labels)."""
-    if (
-        isinstance(targets, tf.Tensor)
-        and isinstance(predictions, tf.Tensor)
-        and targets.dtype.is_floating
-        and targets.dtype != predictions.dtype
-    ):
-        return tf.cast(targets, predictions.dtype)
-    return targets

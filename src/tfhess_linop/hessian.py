@@ -10,9 +10,10 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from . import _mpi
-from ._data import DataBatches
 from ._engine import HVP_MODES, Engine
-from ._keras import keras_contribution
+from ._keras import keras_variables, underlying_variable
+from ._objective import KerasObjective
+from ._sources import DataSource
 
 __all__ = ["Hessian"]
 
@@ -73,7 +74,7 @@ class Hessian:
 
     See Also
     --------
-    Hessian.from_keras : the Hessian of a Keras model's mean loss on data.
+    Hessian.from_keras : the Hessian of the objective a Keras model trains.
     as_linop : the Hessian as a `scipy.sparse.linalg.LinearOperator`.
 
     Notes
@@ -129,57 +130,103 @@ class Hessian:
     def from_keras(
         cls,
         model,
-        loss,
-        x,
-        y,
+        loss=None,
+        x=None,
+        y=None,
         *,
+        sample_weight=None,
+        variables=None,
         batch_size=None,
         comm=None,
         shard=True,
         training=False,
+        model_losses=True,
+        allow_batch_dependence=False,
         check_deterministic=False,
         jit_compile=False,
         mode="auto",
     ):
-        """The Hessian of a Keras model's mean loss over data, w.r.t. its trainable weights.
+        """The Hessian of the objective Keras trains, on all the data, w.r.t. the weights.
 
-        The operator is exactly the Hessian of the mean of the per-sample
-        losses over all samples, whatever `batch_size` and however many
-        ranks hold shards of the data.
+        The operator is exactly the Hessian of
+        ``model.compute_loss(x, y, model(x), sample_weight)`` evaluated on
+        all the data as one batch -- what ``model.fit`` minimises: the
+        compiled loss of every output (with its ``loss_weights``,
+        reduction, masks and sample weights) plus ``model.losses`` (weight
+        and activity regularizers, ``add_loss``), or an overridden
+        ``compute_loss``. It is the same operator whatever `batch_size` and
+        however many ranks hold the data; see the operator guide for how
+        each term is split exactly.
+
+        Collective over `comm`. Construction makes one forward pass over
+        the data (sample count, loss divisors) and checks, on the first
+        samples, that splitting the data into batches does not change the
+        objective.
 
         Parameters
         ----------
         model : keras.Model
-            A built model; its ``trainable_variables`` are the parameters.
-        loss : str, keras.losses.Loss or callable
-            A Keras loss name (``"mse"``, ``"sparse_categorical_crossentropy"``,
-            ...), a loss object, or ``loss(y_true, y_pred)`` returning
-            per-sample losses of shape ``(batch,)`` (or ``(batch, ...)``,
-            averaged over the trailing axes) or a scalar, taken to be the
-            mean over the batch. Loss objects are evaluated unreduced and
-            in the model's dtype (Keras would cast to ``floatx``).
-        x, y : array_like or nest of array_like
-            Inputs and targets, samples along the first axis.
+            A built model.
+        loss : str, keras.losses.Loss, callable or nest of them, optional
+            None (default): the loss `model` was compiled with. Otherwise it
+            replaces the compiled loss as ``model.compile(loss=loss)``
+            would (a name, a loss object with its reduction, a function
+            ``loss(y_true, y_pred)`` of per-sample losses, or a nest of them
+            per output); ``model.losses`` still count (see `model_losses`).
+        x : array_like, nest, DataFrame, tf.data.Dataset or keras.utils.PyDataset
+            Inputs: arrays (dicts for named inputs), a pandas DataFrame, or a
+            finite dataset yielding ``x``, ``(x, y)`` or ``(x, y,
+            sample_weight)``, batched or not; datasets are streamed, one
+            batch in memory at a time.
+        y : array_like or nest of array_like, optional
+            Targets, samples along the first axis (not with a dataset).
+        sample_weight : array_like or nest, optional
+            Per-sample (or per-timestep) weights, as for ``fit``.
+        variables : sequence of variables, layers or layer names, optional
+            Take the Hessian block of these parameters only (default: all
+            of ``model.trainable_variables``). Layers contribute their
+            trainable variables; frozen layers have none.
         batch_size : int, optional
-            Samples per forward pass; None passes all (local) samples at once.
-            It bounds memory only: it does not change the operator.
+            Samples per forward pass; None passes all (local) samples at
+            once. It bounds memory only: it does not change the operator.
         comm : mpi4py communicator, optional
-            Distribute the data over the ranks of `comm`; every method is
-            then collective over `comm`.
+            Distribute the data over the ranks of `comm`.
         shard : bool, default: True
             With `comm`: `x`, `y` are the full data (the same on every rank)
-            and each rank keeps its ``numpy.array_split`` shard. False means
-            `x`, `y` already are this rank's shard.
+            and each rank keeps its ``numpy.array_split`` shard (of the
+            batches, for a dataset). False means the data already is this
+            rank's.
         training : bool, default: False
             Passed to the model call. Non-trainable state that a
             training-mode call updates (BatchNorm statistics) is restored
             after every call.
+        model_losses : bool, default: True
+            Include ``model.losses`` (weight and activity regularizers,
+            ``add_loss`` terms). False leaves them out.
+        allow_batch_dependence : bool, default: False
+            An objective that is not a sum over samples (BatchNorm in
+            training mode, a batch-level loss such as Dice) changes when the
+            data is split into batches or ranks; that raises ``ValueError``
+            unless this is True, which takes the sum of the batches'
+            objectives instead.
         check_deterministic, jit_compile, mode
             As for `Hessian`.
 
         Returns
         -------
         Hessian
+
+        Raises
+        ------
+        ValueError, TypeError
+            At construction, for data, losses and variables that do not fit
+            the model (each message names the argument).
+
+        Notes
+        -----
+        Keras losses compute in ``floatx``; here they compute in the
+        model's dtype (float64 for a float64 model), so a float64 model
+        gets the float64 value of the same objective.
 
         Examples
         --------
@@ -197,26 +244,31 @@ class Hessian:
         True
         """
         comm = _mpi.resolve_comm(comm)
-        if not getattr(model, "built", True) or not model.trainable_variables:
-            raise ValueError(
-                "`model` must be built and have trainable variables; call it on "
-                "data once (or give it an Input) before building its Hessian."
-            )
-        data = DataBatches(x, y, batch_size=batch_size, comm=comm, shard=shard)
-        contribution = keras_contribution(model, loss, data.n_global, training=training)
+        tf_variables = keras_variables(model, variables)
+        source = DataSource(
+            x, y, sample_weight, batch_size=batch_size, comm=comm, shard=shard, model=model
+        )
+        objective = KerasObjective(
+            model,
+            loss,
+            source,
+            training=training,
+            model_losses=model_losses,
+            allow_batch_dependence=allow_batch_dependence,
+            comm=comm,
+        )
         self = cls.__new__(cls)
-        _, tf_variables = _resolve_variables(model.trainable_variables)
         self._setup(
             tf_variables,
-            contribution,
-            batches=data.batches,
-            signature=data.signature,
+            objective.contribution,
+            batches=source,
+            signature=source.signature,
             comm=comm,
             mode=mode,
             jit_compile=jit_compile,
             check_deterministic=check_deterministic,
         )
-        self.n_samples = data.n_global
+        self.n_samples = objective.n_global
         return self
 
     def _setup(
@@ -235,7 +287,7 @@ class Hessian:
             raise ValueError(f"`mode` must be one of {HVP_MODES}; got {mode!r}.")
         self.comm = _mpi.resolve_comm(comm)
         self.mode = mode
-        self._batches = list(batches)
+        self._batches = batches
         self._engine = Engine(
             variables, contribution, signature, mode=mode, jit_compile=bool(jit_compile)
         )
@@ -547,7 +599,7 @@ def _symmetrize(matrix, block_size):
 
 def _resolve_variables(variables):
     """(what the loss receives, list of underlying tf.Variable)."""
-    single = isinstance(variables, tf.Variable) or _underlying(variables) is not None
+    single = isinstance(variables, tf.Variable) or underlying_variable(variables) is not None
     if single:
         items = [variables]
     elif isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__"):
@@ -561,7 +613,7 @@ def _resolve_variables(variables):
         raise ValueError("`variables` must hold at least one variable; got an empty sequence.")
     resolved = []
     for i, item in enumerate(items):
-        variable = _underlying(item)
+        variable = underlying_variable(item)
         if variable is None:
             raise TypeError(
                 f"`variables[{i}]` must be a tf.Variable or keras.Variable; "
@@ -576,14 +628,6 @@ def _resolve_variables(variables):
     if len({id(v) for v in resolved}) != len(resolved):
         raise ValueError("`variables` lists the same variable more than once.")
     return variables, resolved
-
-
-def _underlying(item):
-    """The tf.Variable behind a tf.Variable or a Keras 3 variable, else None."""
-    if isinstance(item, tf.Variable):
-        return item
-    value = getattr(item, "value", None)
-    return value if isinstance(value, tf.Variable) else None
 
 
 def _loss_caller(loss, variables):
