@@ -13,24 +13,33 @@ The rules it enforces (see the design notes):
 
 Failures and mismatched calls
 -----------------------------
-Each collective sum is preceded by a status exchange: one ``Allreduce(MAX)``
-of three float64 numbers, ``[flag, s, -s]``, where the flag says "this rank
-failed" and ``s`` is a 48-bit hash of what the rank is doing (the enclosing
-public call with its arguments, and the shape of the product). Every rank
-gets the same reduced status, so they all take the same branch:
+Each collective sum comes with a status exchange: one non-blocking
+``Iallreduce(MAX)`` of three float64 numbers, ``[flag, s, -s]``, started
+before this rank computes its contribution and finished after, where ``s``
+is a 48-bit hash of what the rank is doing (the enclosing public call with
+its arguments, and the shape of the product) and the flag says that a rank
+left its call (below). Every rank gets the same reduced status, so they all
+take the same branch:
 
-- if some rank's ``compute`` raised (any :class:`BaseException`:
-  ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` included), the
-  ranks exchange their messages, the failing ranks re-raise their own
-  exception and the others raise :class:`CollectiveError` naming them;
 - if the hashes differ (``max(s) != min(s)``), the ranks are not making the
   same call (ranks calling ``eigsh`` with different ``k``, or different
   functions), and every rank raises :class:`CollectiveError` listing what
   each rank was doing, instead of summing unrelated buffers or failing in
   MPI with "Message truncated";
-- otherwise the data buffer, whose shape is now known to agree, is summed.
-  The exchange costs one small-message latency per product (measured:
-  about 10 µs against 2 ms for the product of a 100k-parameter MLP).
+- otherwise the shapes agree, and the contributions are summed in one
+  ``Allreduce`` whose last slot is an error flag: if some rank's
+  ``compute`` raised (any :class:`BaseException`: ``KeyboardInterrupt``,
+  ``SystemExit`` and ``GeneratorExit`` included), the ranks exchange their
+  messages, the failing ranks re-raise their own exception and the others
+  raise :class:`CollectiveError` naming them.
+
+The exchange runs while the rank computes, so its latency is mostly hidden:
+on the 2-core machine of this project, shared with other jobs (load 6),
+2 ranks, a 101,770-parameter MLP on 512 samples, a product took 18.7 ms
+against 18.1 ms with a bare ``Allreduce`` (median of 10 interleaved runs of
+100 products; the runs themselves varied by ±2-4 ms). Without any
+computation to hide behind, the exchange costs one small-message latency
+(0.6 ms there, under that load; microseconds on an idle machine).
 
 The public algorithms (``eigsh``, ``cg``, ...) run inside
 :func:`collective_call`, which makes the same exchange when the call starts
@@ -69,6 +78,14 @@ import traceback
 import warnings
 
 import numpy as np
+
+try:
+    # The C functions behind `signal.signal` and `signal.getsignal`: those two
+    # convert their results to enums, through a caught ValueError, which costs
+    # 10-13 µs a call, against under 1 µs here; they run twice per product.
+    import _signal as _signals
+except ImportError:  # pragma: no cover - not CPython
+    _signals = signal
 
 __all__ = [
     "CollectiveError",
@@ -160,21 +177,26 @@ def collective_sum(compute, shape, comm):
     if comm is None or comm.Get_size() == 1:
         return np.asarray(compute(), dtype=np.float64).reshape(shape)
     description, signature = _product_signature(_CALLS.get(), tuple(shape))
-    error = data = None
+    buffer = np.zeros(int(np.prod(shape, dtype=np.int64)) + 1)
+    error = status = None
     try:
-        data = np.asarray(compute(), dtype=np.float64).reshape(-1)
-        if data.size != int(np.prod(shape, dtype=np.int64)):
-            raise ValueError(
-                f"a rank's contribution has {data.size} entries, expected shape {tuple(shape)}."
-            )
+        # The exchange runs while this rank computes, so that its latency is
+        # hidden; an interrupt while it is started waits for the start to end.
+        with _HeldInterrupts():
+            status = _start_status(comm, _OK, signature)
+        buffer[:-1] = np.asarray(compute(), dtype=np.float64).reshape(-1)
     except BaseException as exc:  # re-raised below, on every rank
         error = exc
+        buffer[-1] = 1.0
     with _exchange(comm):
-        _agree_status(comm, _FAILED if error is not None else _OK, description, signature, error)
-        # Contiguous, writable and owned, for the in-place sum.
-        data = np.require(data, dtype=np.float64, requirements=("C", "W", "O"))
-        comm.Allreduce(_mpi().IN_PLACE, data, op=_mpi().SUM)
-    return data.reshape(shape)
+        if status is None:
+            raise error
+        _check_status(comm, status, description, error)
+        # The shapes agree: the error flag rides in the sum's last slot.
+        comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+        if buffer[-1] != 0.0:
+            _raise_together(comm, description, error)
+    return buffer[:-1].reshape(shape)
 
 
 # Status flags of the exchange; the reduction keeps the largest.
@@ -226,18 +248,41 @@ def _describe_exception(exc):
     return type(exc).__name__ + (f": {text}" if text else "")
 
 
-def _agree_status(comm, flag, description, signature, error):
-    """The status exchange: raise on every rank if any rank failed or the calls differ.
+def _start_status(comm, flag, signature):
+    """Start the status exchange: a non-blocking ``Allreduce(MAX)`` of ``[flag, s, -s]``.
 
-    Collective over `comm`. `error` is this rank's exception (None if none):
-    it is re-raised here when the exchange shows a failure; the other ranks
-    raise :class:`CollectiveError`.
+    Returns ``(status, request)``; every status exchange (products, entries
+    and exits of calls) is this same operation, so that any two of them
+    match across ranks.
     """
     status = np.array([flag, signature, -signature])
-    comm.Allreduce(_mpi().IN_PLACE, status, op=_mpi().MAX)
-    same_call = status[1] == -status[2]
-    if status[0] == _OK and same_call:
-        return
+    return status, comm.Iallreduce(_mpi().IN_PLACE, status, op=_mpi().MAX)
+
+
+def _check_status(comm, started, description, error):
+    """Finish a status exchange; raise on every rank if a rank left or the calls differ.
+
+    Collective over `comm`. `error` is this rank's exception (None if none).
+    """
+    status, request = started
+    request.Wait()
+    if status[0] != _OK or status[1] != -status[2]:
+        _raise_together(comm, description, error)
+
+
+def _agree_status(comm, flag, description, signature, error):
+    """A whole status exchange (for the entry and the exit of a collective call)."""
+    _check_status(comm, _start_status(comm, flag, signature), description, error)
+
+
+def _raise_together(comm, description, error):
+    """Raise on every rank once all ranks know that something went wrong.
+
+    Collective over `comm`. The ranks exchange what they were doing and
+    their exceptions; a rank with an exception re-raises it, the others
+    raise :class:`CollectiveError` naming the failed ranks or, where none
+    failed, listing the mismatched calls.
+    """
     message = None if error is None else _describe_exception(error)
     reports = comm.allgather((description, message))
     if error is not None:
@@ -269,10 +314,10 @@ class _HeldInterrupts:
     def __enter__(self):
         self.previous = self.received = None
         if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
+            previous = _signals.getsignal(signal.SIGINT.value)
             if callable(previous):
                 self.previous = previous
-                signal.signal(signal.SIGINT, self._record)
+                _signals.signal(signal.SIGINT.value, self._record)
         return self
 
     def _record(self, signum, frame):
@@ -280,7 +325,7 @@ class _HeldInterrupts:
 
     def __exit__(self, exc_type, exc, tb):
         if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+            _signals.signal(signal.SIGINT.value, self.previous)
             if self.received is not None:
                 self.previous(*self.received)
         return False
