@@ -257,8 +257,8 @@ class NewtonCG:
         )
 
     @classmethod
-    def from_keras(cls, model, loss, x, y, *, hessian_options=None, **options):
-        """Newton-CG for a Keras model's mean loss on ``(x, y)``.
+    def from_keras(cls, model, loss=None, x=None, y=None, *, hessian_options=None, **options):
+        """Newton-CG for the objective a Keras model trains, on ``(x, y)``.
 
         ``hessian_options`` go to :meth:`Hessian.from_keras` (``batch_size``,
         ``comm``, ...), the other keywords to :class:`NewtonCG`.
