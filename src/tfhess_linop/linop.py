@@ -79,6 +79,47 @@ class HessianOperator(LinearOperator):
         self.n_hvp += 1
         return self.hessian.hvp(x.reshape(-1))
 
+    def toarray(self, block_size=None, progress=False):
+        """The dense (n, n) Hessian, as `Hessian.dense` (with its memory bounds).
+
+        Collective over `comm`. Costs n Hessian-vector products, counted in
+        `n_hvp`.
+
+        Parameters
+        ----------
+        block_size : int, optional
+            Columns per batched product (default: ``hessian.max_columns``).
+        progress : bool, default: False
+            Show a progress bar (on rank 0).
+
+        Returns
+        -------
+        ndarray, shape (n, n)
+
+        Examples
+        --------
+        >>> import numpy as np, tensorflow as tf
+        >>> import tfhess_linop as thl
+        >>> w = tf.Variable([1.0, 1.0], dtype=tf.float64)
+        >>> A = thl.as_linop(thl.Hessian(lambda w: 2 * w[0] ** 3 * w[1] ** 3, w))
+        >>> A.toarray()
+        array([[12., 18.],
+               [18., 12.]])
+        >>> np.asarray(A)
+        Traceback (most recent call last):
+        ...
+        TypeError: a HessianOperator is not an array: use A.toarray() for the dense (2, 2) matrix.
+        """
+        dense = self.hessian.dense(block_size=block_size, progress=progress)
+        self.n_hvp += self.shape[1]
+        return dense
+
+    def __array__(self, dtype=None, copy=None):
+        # Without it NumPy wraps the operator in a 0-d object array, silently.
+        raise TypeError(
+            f"a HessianOperator is not an array: use A.toarray() for the dense {self.shape} matrix."
+        )
+
     def _rmatvec(self, x):
         return self._matvec(x)
 
