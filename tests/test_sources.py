@@ -61,7 +61,9 @@ SOURCES = {
     "arrays": lambda: DataSource(X, Y, SW, batch_size=4),
     "tensors": lambda: DataSource(tf.constant(X), tf.constant(Y), tf.constant(SW), batch_size=4),
     "DataFrame": lambda: DataSource(pd.DataFrame(X), pd.DataFrame(Y), pd.Series(SW), batch_size=4),
-    "Dataset unbatched": lambda: DataSource(from_slices(X, Y, SW), batch_size=4),
+    "Dataset unbatched": lambda: DataSource(
+        from_slices(X, Y, SW), batch_size=4, model=numeric_model()
+    ),
     "Dataset batched": lambda: DataSource(from_slices(X, Y, SW).batch(4)),
     "Dataset rebatched": lambda: DataSource(from_slices(X, Y, SW).batch(3), batch_size=4),
     "Dataset with model": lambda: DataSource(
@@ -115,6 +117,14 @@ def test_unbatched_dataset_takes_the_keras_default_batch_size():
     assert_same(collect(source), (x,))
 
 
+def test_without_model_inputs_a_dataset_is_batched_unless_it_holds_scalars():
+    batches = from_slices(X, Y).batch(4, drop_remainder=True)
+    assert batch_lengths(DataSource(batches)) == [4, 4]
+    assert batch_lengths(DataSource(from_slices(X[:, 0], Y[:, 0]), batch_size=4)) == [4, 4, 2]
+    with pytest.raises(ValueError, match=r"different lengths: \[3, 2\].*`model` inputs"):
+        DataSource(from_slices(X, Y))
+
+
 def test_model_inputs_decide_whether_a_dataset_is_batched():
     # Static (4, 3) elements: batches of 4 for a (None, 3) input, samples for a (None, 4, 3) one.
     dataset = tf.data.Dataset.from_tensor_slices(RNG.standard_normal((8, 3))).batch(
@@ -131,7 +141,9 @@ def test_model_inputs_decide_whether_a_dataset_is_batched():
     "make",
     [
         lambda: DataSource(X, batch_size=4),
-        lambda: DataSource(tf.data.Dataset.from_tensor_slices(X), batch_size=4),
+        lambda: DataSource(
+            tf.data.Dataset.from_tensor_slices(X), batch_size=4, model=numeric_model()
+        ),
         lambda: DataSource(from_slices(X).batch(4)),
         lambda: DataSource(Batches(X, 4)),
         lambda: DataSource(Batches((X,), 4)),
@@ -162,12 +174,14 @@ def test_inputs_and_targets(make):
 
 def test_named_inputs_and_outputs_with_per_output_weights():
     x = {"a": X, "b": X[:, :1]}
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(1)(a))
     y = {"out1": Y, "out2": Y[:, 0]}
     sw = {"out1": SW, "out2": 2 * SW}
     expected = (x, y, sw)
     for source in (
         DataSource(x, y, sw, batch_size=4),
-        DataSource(tf.data.Dataset.from_tensor_slices(expected), batch_size=4),
+        DataSource(tf.data.Dataset.from_tensor_slices(expected), batch_size=4, model=model),
         DataSource(Batches(expected, 4)),
     ):
         assert_same(collect(source), expected)
@@ -338,7 +352,9 @@ def test_dataset_elements_of_four_parts_are_refused():
 def test_a_dataset_that_reshuffles_on_every_pass_is_refused():
     with pytest.raises(ValueError, match=r"different batches on each pass.*reshuffle_each"):
         DataSource(from_slices(X, Y).shuffle(N, seed=0).batch(4))
-    fixed = DataSource(from_slices(X, Y).shuffle(N, seed=0, reshuffle_each_iteration=False))
+    fixed = DataSource(
+        from_slices(X, Y).shuffle(N, seed=0, reshuffle_each_iteration=False).batch(4)
+    )
     shuffled = collect(fixed)
     assert_same(collect(fixed), shuffled)
     order = np.argsort(shuffled[0][:, 0])

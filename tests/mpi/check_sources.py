@@ -60,7 +60,12 @@ cases = {
     "arrays": lambda: DataSource(X, Y, batch_size=4, comm=comm),
     "arrays, one batch": lambda: DataSource(X, Y, comm=comm),
     "Dataset batched": lambda: DataSource(from_slices(X, Y).batch(7), comm=comm),
-    "Dataset unbatched": lambda: DataSource(from_slices(X, Y), batch_size=7, comm=comm),
+    "Dataset unbatched": lambda: DataSource(
+        from_slices(X, Y),
+        batch_size=7,
+        comm=comm,
+        model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+    ),
     "Dataset, one batch": lambda: DataSource(from_slices(X, Y).batch(N), comm=comm),
     "PyDataset": lambda: DataSource(Batches((X, Y), 7), comm=comm),
     "PyDataset, one batch": lambda: DataSource(Batches((X, Y), N), comm=comm),

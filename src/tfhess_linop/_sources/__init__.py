@@ -82,9 +82,9 @@ class DataSource:
     A dataset must give the same batches on every pass (and, sharded, on
     every rank): reshuffling on each iteration changes the batches between
     two products and, sharded, makes ranks skip or repeat samples. Without
-    `model` inputs to compare with, a ``tf.data.Dataset`` counts as batched
-    when the leading dimension of its ``x`` is unknown, as ``batch()``
-    leaves it. Integer or boolean sample weights become float64; nothing
+    `model` inputs to compare with, a ``tf.data.Dataset`` is taken to be
+    batched, as Keras takes it, unless its ``x`` holds scalars. Integer or
+    boolean sample weights become float64; nothing
     else is cast.
     """
 

@@ -72,9 +72,8 @@ def _is_batched(x_spec, inputs):
         return True
     if ranks and all(r == n - 1 for r, n in ranks):
         return False
-    # No model to compare with: `batch()` leaves the batch dimension unknown.
-    leaves = tf.nest.flatten(x_spec)
-    return all(s.shape.rank and s.shape[0] is None for s in leaves)
+    # Nothing to compare with: batched, as Keras takes a dataset, unless scalars.
+    return all(spec.shape.rank != 0 for spec in tf.nest.flatten(x_spec))
 
 
 def _tensor_weights(part):
@@ -114,7 +113,10 @@ def _count(dataset, signature, rank, size):
     for index, (sizes, finite, checksum) in enumerate(summaries.as_numpy_iterator()):
         where = f"batch {index} of the dataset `x`"
         if len(set(sizes.tolist())) != 1:
-            raise ValueError(f"{where} has parts of different lengths: {sizes.tolist()}.")
+            raise ValueError(
+                f"{where} has parts of different lengths: {sizes.tolist()} (elements "
+                "are taken as batches unless `model` inputs show they are samples)."
+            )
         if not finite.all():
             bad = labels[int(np.argmin(finite))]
             raise ValueError(f"{where} has non-finite values (NaN or inf) in `{bad}`.")
