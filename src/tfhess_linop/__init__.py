@@ -5,80 +5,72 @@
 >>> thl.eigsh(thl.as_linop(H), k=1, which="LA")             # doctest: +SKIP
 """
 
+import importlib
+
 from . import _mpi
 
 _mpi.configure_threads_from_environment()
 
-from ._mpi import CollectiveError, configure_threads  # noqa: E402
-from .eigen import eigsh, lobpcg, power_iteration  # noqa: E402
-from .estimators import (  # noqa: E402
-    DiagonalEstimate,
-    SpectralDensity,
-    TraceEstimate,
-    exact_diagonal,
-    hutchinson_diagonal,
-    hutchinson_trace,
-    hutchpp_trace,
-    plot_spectral_density,
-    spectral_density,
-    xdiag,
-    xtrace,
-)
-from .hessian import Hessian  # noqa: E402
-from .linop import HessianOperator, as_linop  # noqa: E402
-from .newton import NewtonCG  # noqa: E402
-from .solve import (  # noqa: E402
-    NegativeCurvature,
-    SolveResult,
-    cg,
-    minres,
-    nystrom_preconditioner,
-    pcg,
-)
-from .svd import randomized_svd, svds  # noqa: E402
-from .testing import dense_hessian_reference, dottest, symmetry_test, taylor_test  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
+# Public names are imported on first use (PEP 562), so that ``import
+# tfhess_linop`` -- and the ``tfhess-linop`` command's --help, --version and
+# argument errors -- do not pay for importing TensorFlow (seconds) until a
+# name that needs it is used. Name -> submodule that defines it.
+_EXPORTS = {
     # the operator
-    "Hessian",
-    "HessianOperator",
-    "as_linop",
+    "Hessian": "hessian",
+    "HessianOperator": "linop",
+    "as_linop": "linop",
     # eigenvalues
-    "eigsh",
-    "lobpcg",
-    "power_iteration",
+    "eigsh": "eigen",
+    "lobpcg": "eigen",
+    "power_iteration": "eigen",
     # singular values
-    "randomized_svd",
-    "svds",
+    "randomized_svd": "svd",
+    "svds": "svd",
     # linear systems and negative curvature
-    "NegativeCurvature",
-    "SolveResult",
-    "cg",
-    "minres",
-    "nystrom_preconditioner",
-    "pcg",
+    "NegativeCurvature": "solve",
+    "SolveResult": "solve",
+    "cg": "solve",
+    "minres": "solve",
+    "nystrom_preconditioner": "solve",
+    "pcg": "solve",
     # training
-    "NewtonCG",
+    "NewtonCG": "newton",
     # estimators
-    "DiagonalEstimate",
-    "SpectralDensity",
-    "TraceEstimate",
-    "exact_diagonal",
-    "hutchinson_diagonal",
-    "hutchinson_trace",
-    "hutchpp_trace",
-    "plot_spectral_density",
-    "spectral_density",
-    "xdiag",
-    "xtrace",
+    "DiagonalEstimate": "estimators",
+    "SpectralDensity": "estimators",
+    "TraceEstimate": "estimators",
+    "exact_diagonal": "estimators",
+    "hutchinson_diagonal": "estimators",
+    "hutchinson_trace": "estimators",
+    "hutchpp_trace": "estimators",
+    "plot_spectral_density": "estimators",
+    "spectral_density": "estimators",
+    "xdiag": "estimators",
+    "xtrace": "estimators",
     # checks
-    "dense_hessian_reference",
-    "dottest",
-    "symmetry_test",
-    "taylor_test",
+    "dense_hessian_reference": "testing",
+    "dottest": "testing",
+    "symmetry_test": "testing",
+    "taylor_test": "testing",
     # MPI
-    "CollectiveError",
-    "configure_threads",
-]
+    "CollectiveError": "_mpi",
+    "configure_threads": "_mpi",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
