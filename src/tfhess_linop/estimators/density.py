@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
-from .._checks import generator, integer_at_least
+from .._checks import collective, generator, integer_at_least
 from ._common import (
     apply,
     as_square_operator,
@@ -279,33 +279,43 @@ def spectral_density(
     >>> bool(abs(result.moment(1) - eigenvalues.mean()) < 0.2)
     True
     """
-    A, n, comm, num_probes, num_steps, grid_size, sigma, rng, distribution = _iv_spectral_density(
-        A, num_probes, num_steps, grid_size, sigma, rng, distribution
-    )
-    starts = draw_probes(rng, n, num_probes, comm, distribution).T
-    num_steps = min(num_steps, n)
-    diagonals, off_diagonals, steps = _batched_lanczos(A, starts, num_steps)
-    nodes, weights = _gauss_quadrature(diagonals, off_diagonals, steps)
-    ritz_min, ritz_max = float(nodes.min()), float(nodes.max())
-    if sigma is None:
-        width = ritz_max - ritz_min
-        if width > 0:
-            sigma = width / num_steps
-        else:
-            sigma = 1e-3 * max(abs(ritz_max), 1.0)
-    grid = np.linspace(ritz_min - 5 * sigma, ritz_max + 5 * sigma, grid_size)
-    return SpectralDensity(
-        nodes=nodes,
-        weights=weights,
-        grid=grid,
-        density=_smoothed_density(nodes, weights, grid, sigma),
-        sigma=float(sigma),
-        ritz_min=ritz_min,
-        ritz_max=ritz_max,
-        n=n,
-        num_steps=steps,
-        num_matvecs=int(steps.sum()),
-    )
+    with collective(
+        A,
+        "spectral_density",
+        num_probes=num_probes,
+        num_steps=num_steps,
+        grid_size=grid_size,
+        sigma=sigma,
+        rng=rng,
+        distribution=distribution,
+    ):
+        A, n, comm, num_probes, num_steps, grid_size, sigma, rng, distribution = (
+            _iv_spectral_density(A, num_probes, num_steps, grid_size, sigma, rng, distribution)
+        )
+        starts = draw_probes(rng, n, num_probes, comm, distribution).T
+        num_steps = min(num_steps, n)
+        diagonals, off_diagonals, steps = _batched_lanczos(A, starts, num_steps)
+        nodes, weights = _gauss_quadrature(diagonals, off_diagonals, steps)
+        ritz_min, ritz_max = float(nodes.min()), float(nodes.max())
+        if sigma is None:
+            width = ritz_max - ritz_min
+            if width > 0:
+                sigma = width / num_steps
+            else:
+                sigma = 1e-3 * max(abs(ritz_max), 1.0)
+        grid = np.linspace(ritz_min - 5 * sigma, ritz_max + 5 * sigma, grid_size)
+        return SpectralDensity(
+            nodes=nodes,
+            weights=weights,
+            grid=grid,
+            density=_smoothed_density(nodes, weights, grid, sigma),
+            sigma=float(sigma),
+            ritz_min=ritz_min,
+            ritz_max=ritz_max,
+            n=n,
+            num_steps=steps,
+            num_matvecs=int(steps.sum()),
+        )
 
 
 def _batched_lanczos(A, starts, num_steps):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import collective
 from ._common import (
     EstimatePair,
     apply,
@@ -105,8 +106,9 @@ def exact_diagonal(A, *, block_size=None, progress=False):
     >>> bool(np.array_equal(exact_diagonal(A), np.diag(A)))
     True
     """
-    A, n, comm, block_size, progress = _iv_exact_diagonal(A, block_size, progress)
-    return identity_diagonal(A, n, block_size, comm, progress=progress)
+    with collective(A, "exact_diagonal", block_size=block_size, progress=progress):
+        A, n, comm, block_size, progress = _iv_exact_diagonal(A, block_size, progress)
+        return identity_diagonal(A, n, block_size, comm, progress=progress)
 
 
 def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", block_size=None):
@@ -168,27 +170,35 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
     >>> bool(np.all(np.abs(diagonal - np.diag(A)) < 0.01))
     True
     """
-    A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
-        A, num_matvecs, rng, distribution, block_size
-    )
-    # Running mean and sum of squared deviations, merged block by block
-    # (Chan, Golub and LeVeque) so that no (n, m) array is needed.
-    mean = np.zeros(n)
-    squares = np.zeros(n)
-    count = 0
-    for start, stop in blocks(m, block_size):
-        Z = draw_probes(rng, n, stop - start, comm, distribution)
-        samples = Z * apply(A, Z)
-        size = stop - start
-        block_mean = samples.mean(axis=1)
-        block_squares = ((samples - block_mean[:, None]) ** 2).sum(axis=1)
-        delta = block_mean - mean
-        total = count + size
-        mean += delta * (size / total)
-        squares += block_squares + delta**2 * (count * size / total)
-        count = total
-    error = np.sqrt(squares / (m - 1) / m)
-    return DiagonalEstimate(mean, error, method="hutchinson", num_matvecs=m)
+    with collective(
+        A,
+        "hutchinson_diagonal",
+        num_matvecs=num_matvecs,
+        rng=rng,
+        distribution=distribution,
+        block_size=block_size,
+    ):
+        A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
+            A, num_matvecs, rng, distribution, block_size
+        )
+        # Running mean and sum of squared deviations, merged block by block
+        # (Chan, Golub and LeVeque) so that no (n, m) array is needed.
+        mean = np.zeros(n)
+        squares = np.zeros(n)
+        count = 0
+        for start, stop in blocks(m, block_size):
+            Z = draw_probes(rng, n, stop - start, comm, distribution)
+            samples = Z * apply(A, Z)
+            size = stop - start
+            block_mean = samples.mean(axis=1)
+            block_squares = ((samples - block_mean[:, None]) ** 2).sum(axis=1)
+            delta = block_mean - mean
+            total = count + size
+            mean += delta * (size / total)
+            squares += block_squares + delta**2 * (count * size / total)
+            count = total
+        error = np.sqrt(squares / (m - 1) / m)
+        return DiagonalEstimate(mean, error, method="hutchinson", num_matvecs=m)
 
 
 def xdiag(A, num_matvecs, *, rng=None):
@@ -260,31 +270,32 @@ def xdiag(A, num_matvecs, *, rng=None):
     >>> bool(np.max(np.abs(diagonal - np.diag(A))) < 1e-8)
     True
     """
-    A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XDiag")
-    if m >= n:
-        block_size = check_block_size(None, n, n)
-        diagonal = identity_diagonal(A, n, block_size, comm)
-        return DiagonalEstimate(diagonal, np.zeros(n), method="exact", num_matvecs=n)
-    s = m // 2
-    Omega = draw_probes(rng, n, s, comm, "rademacher")
-    Y = apply(A, Omega)
-    Q, sigma, Vt, rank = orthonormal_range(Y)
-    if rank < s:
-        Q = Q[:, :rank]
-        Z = apply(A, Q)
-        samples = np.einsum("ij,ij->i", Q, Z)[:, None] + Omega * (Y - Q @ (Q.T @ Y))
-        num_used = s + rank
-    else:
-        Z = apply(A, Q)
-        S = Vt / sigma[:, None]
-        norms = np.linalg.norm(S, axis=0)
-        S /= norms
-        QS = Q @ S
-        samples = np.einsum("ij,ij->i", Q, Z)[:, None] - QS * (Z @ S) + Omega * QS / norms
-        num_used = 2 * s
-    return DiagonalEstimate(
-        samples.mean(axis=1),
-        standard_error(samples, axis=1),
-        method="xdiag",
-        num_matvecs=num_used,
-    )
+    with collective(A, "xdiag", num_matvecs=num_matvecs, rng=rng):
+        A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XDiag")
+        if m >= n:
+            block_size = check_block_size(None, n, n)
+            diagonal = identity_diagonal(A, n, block_size, comm)
+            return DiagonalEstimate(diagonal, np.zeros(n), method="exact", num_matvecs=n)
+        s = m // 2
+        Omega = draw_probes(rng, n, s, comm, "rademacher")
+        Y = apply(A, Omega)
+        Q, sigma, Vt, rank = orthonormal_range(Y)
+        if rank < s:
+            Q = Q[:, :rank]
+            Z = apply(A, Q)
+            samples = np.einsum("ij,ij->i", Q, Z)[:, None] + Omega * (Y - Q @ (Q.T @ Y))
+            num_used = s + rank
+        else:
+            Z = apply(A, Q)
+            S = Vt / sigma[:, None]
+            norms = np.linalg.norm(S, axis=0)
+            S /= norms
+            QS = Q @ S
+            samples = np.einsum("ij,ij->i", Q, Z)[:, None] - QS * (Z @ S) + Omega * QS / norms
+            num_used = 2 * s
+        return DiagonalEstimate(
+            samples.mean(axis=1),
+            standard_error(samples, axis=1),
+            method="xdiag",
+            num_matvecs=num_used,
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import generator, integer_at_least
+from .._checks import collective, generator, integer_at_least
 from ._common import (
     PROBE_DISTRIBUTIONS,
     EstimatePair,
@@ -126,16 +126,24 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
     >>> bool(abs(estimate - np.trace(A)) < 4 * standard_error)
     True
     """
-    A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
-        A, num_matvecs, rng, distribution, block_size
-    )
-    samples = np.empty(m)
-    for start, stop in blocks(m, block_size):
-        Z = draw_probes(rng, n, stop - start, comm, distribution)
-        samples[start:stop] = np.einsum("ij,ij->j", Z, apply(A, Z))
-    return TraceEstimate(
-        samples.mean(), standard_error(samples), method="hutchinson", num_matvecs=m
-    )
+    with collective(
+        A,
+        "hutchinson_trace",
+        num_matvecs=num_matvecs,
+        rng=rng,
+        distribution=distribution,
+        block_size=block_size,
+    ):
+        A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
+            A, num_matvecs, rng, distribution, block_size
+        )
+        samples = np.empty(m)
+        for start, stop in blocks(m, block_size):
+            Z = draw_probes(rng, n, stop - start, comm, distribution)
+            samples[start:stop] = np.einsum("ij,ij->j", Z, apply(A, Z))
+        return TraceEstimate(
+            samples.mean(), standard_error(samples), method="hutchinson", num_matvecs=m
+        )
 
 
 def _iv_hutchpp_trace(A, num_matvecs, rng, distribution):
@@ -206,22 +214,25 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     >>> bool(abs(estimate - np.trace(A)) < 0.02 * np.trace(A))
     True
     """
-    A, n, comm, m, rng, distribution = _iv_hutchpp_trace(A, num_matvecs, rng, distribution)
-    if m >= n:
-        return _exact_trace(A, n, comm)
-    s = m // 3
-    S = draw_probes(rng, n, s, comm, "normal")
-    Q, _ = np.linalg.qr(apply(A, S))
-    low_rank_part = np.einsum("ij,ij->", Q, apply(A, Q))
-    G = draw_probes(rng, n, m - 2 * s, comm, distribution)
-    G -= Q @ (Q.T @ G)
-    remainder = np.einsum("ij,ij->j", G, apply(A, G))
-    return TraceEstimate(
-        low_rank_part + remainder.mean(),
-        standard_error(remainder),
-        method="hutch++",
-        num_matvecs=m,
-    )
+    with collective(
+        A, "hutchpp_trace", num_matvecs=num_matvecs, rng=rng, distribution=distribution
+    ):
+        A, n, comm, m, rng, distribution = _iv_hutchpp_trace(A, num_matvecs, rng, distribution)
+        if m >= n:
+            return _exact_trace(A, n, comm)
+        s = m // 3
+        S = draw_probes(rng, n, s, comm, "normal")
+        Q, _ = np.linalg.qr(apply(A, S))
+        low_rank_part = np.einsum("ij,ij->", Q, apply(A, Q))
+        G = draw_probes(rng, n, m - 2 * s, comm, distribution)
+        G -= Q @ (Q.T @ G)
+        remainder = np.einsum("ij,ij->j", G, apply(A, G))
+        return TraceEstimate(
+            low_rank_part + remainder.mean(),
+            standard_error(remainder),
+            method="hutch++",
+            num_matvecs=m,
+        )
 
 
 def xtrace(A, num_matvecs, *, rng=None):
@@ -295,22 +306,23 @@ def xtrace(A, num_matvecs, *, rng=None):
     >>> bool(abs(estimate - np.trace(A)) < 0.01 * np.trace(A))
     True
     """
-    A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XTrace")
-    if m >= n:
-        return _exact_trace(A, n, comm)
-    s = m // 2
-    Omega = draw_probes(rng, n, s, comm, "normal")
-    Y = apply(A, Omega)
-    Q, sigma, Vt, rank = orthonormal_range(Y)
-    if rank < s:
-        samples = _rank_deficient_samples(A, Omega, Y, Q[:, :rank], n)
-        num_used = s + rank
-    else:
-        samples = _leave_one_out_samples(A, Omega, Q, sigma, Vt, n)
-        num_used = 2 * s
-    return TraceEstimate(
-        samples.mean(), standard_error(samples), method="xtrace", num_matvecs=num_used
-    )
+    with collective(A, "xtrace", num_matvecs=num_matvecs, rng=rng):
+        A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XTrace")
+        if m >= n:
+            return _exact_trace(A, n, comm)
+        s = m // 2
+        Omega = draw_probes(rng, n, s, comm, "normal")
+        Y = apply(A, Omega)
+        Q, sigma, Vt, rank = orthonormal_range(Y)
+        if rank < s:
+            samples = _rank_deficient_samples(A, Omega, Y, Q[:, :rank], n)
+            num_used = s + rank
+        else:
+            samples = _leave_one_out_samples(A, Omega, Q, sigma, Vt, n)
+            num_used = 2 * s
+        return TraceEstimate(
+            samples.mean(), standard_error(samples), method="xtrace", num_matvecs=num_used
+        )
 
 
 def _leave_one_out_samples(A, Omega, Q, sigma, Vt, n):
