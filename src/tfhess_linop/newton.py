@@ -282,7 +282,9 @@ class NewtonCG:
     def minimize(self, steps=100, gtol=1e-6, callback=None):
         """Take Newton-CG steps until ``‖g‖ <= gtol`` or `steps` steps.
 
-        Collective over the Hessian's communicator.
+        Collective over the Hessian's communicator. When a step is
+        interrupted or a loss evaluation raises, the variables hold the last
+        accepted point (the start of that step) as the exception propagates.
 
         Parameters
         ----------
