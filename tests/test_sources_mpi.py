@@ -42,6 +42,7 @@ def test_a_failure_on_one_rank_raises_on_every_rank(report):
     healthy = ["CollectiveError"] * (ranks - 1)
     assert failures["NaN in one rank's arrays"] == [*healthy, "ValueError"]
     assert failures["NaN in one rank's Dataset"] == [*healthy, "ValueError"]
+    assert failures["a generator on one rank"] == [*healthy, "TypeError"]
     assert failures["dtypes differ between ranks"] == ["ValueError"] * ranks
     assert failures["Dataset shuffled without a seed"] == ["ValueError"] * ranks
     assert failures["one rank without samples"] == ["no error"] * ranks

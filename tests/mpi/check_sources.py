@@ -107,6 +107,9 @@ failures = {
     "Dataset shuffled without a seed": lambda: DataSource(
         from_slices(X, Y).shuffle(N, reshuffle_each_iteration=False).batch(7), comm=comm
     ),
+    "a generator on one rank": lambda: DataSource(
+        (X for _ in range(1)) if faulty else X, Y, comm=comm
+    ),
     "one rank without samples": lambda: DataSource(
         X[: 0 if faulty else N], Y[: 0 if faulty else N], comm=comm, shard=False
     ),

@@ -92,6 +92,24 @@ class DataSource:
         self, x, y=None, sample_weight=None, *, batch_size=None, comm=None, shard=True, model=None
     ):
         comm = _mpi.resolve_comm(comm)
+        rank, size = (_mpi.rank(comm), _mpi.size(comm)) if shard else (0, 1)
+        # Every check runs inside the collective sum: a rank that fails there
+        # makes every rank raise, instead of leaving them waiting.
+        self.n_global = int(
+            _mpi.collective_sum(
+                lambda: self._read(x, y, sample_weight, batch_size, model, rank, size), (), comm
+            )
+        )
+        self.n_local = int(self._reader.n_local)
+        if self.n_global == 0:
+            data = f"the {self.kind} `x`" if self.kind in _STREAMED else "`x` and `y`"
+            raise ValueError(f"{data} hold no samples on any rank.")
+        self.signature = _agree(self._reader, comm, compare_batches=shard)
+        self.has_y = len(self.signature) > 1
+        self.has_sample_weight = len(self.signature) > 2
+
+    def _read(self, x, y, sample_weight, batch_size, model, rank, size):
+        """Check the arguments and read this rank's data; return its sample count."""
         if x is None:
             raise ValueError("`x` must be given: arrays, a DataFrame or a dataset.")
         _check_batch_size(batch_size)
@@ -106,29 +124,16 @@ class DataSource:
         elif sample_weight is not None and y is None:
             raise ValueError("`sample_weight` needs `y`; got `y=None`.")
         inputs = model_inputs(model)
-        rank, size = (_mpi.rank(comm), _mpi.size(comm)) if shard else (0, 1)
-
-        def build():
-            if self.kind == "tf.data.Dataset":
-                reader = DatasetReader(x, batch_size, inputs, rank, size)
-            elif self.kind == "PyDataset":
-                reader = PyDatasetReader(x, rank, size)
-            else:
-                x_arrays = from_frame(x, inputs) if self.kind == "DataFrame" else x
-                reader = ArrayReader((x_arrays, y, sample_weight), batch_size, rank, size)
-            if reader.signature is not None:
-                check_strings(reader.signature[0], inputs)
-            self._reader = reader
-            return reader.n_local
-
-        self.n_global = int(_mpi.collective_sum(build, (), comm))
-        self.n_local = int(self._reader.n_local)
-        if self.n_global == 0:
-            data = f"the {self.kind} `x`" if self.kind in _STREAMED else "`x` and `y`"
-            raise ValueError(f"{data} hold no samples on any rank.")
-        self.signature = _agree(self._reader, comm, compare_batches=shard)
-        self.has_y = len(self.signature) > 1
-        self.has_sample_weight = len(self.signature) > 2
+        if self.kind == "tf.data.Dataset":
+            self._reader = DatasetReader(x, batch_size, inputs, rank, size)
+        elif self.kind == "PyDataset":
+            self._reader = PyDatasetReader(x, rank, size)
+        else:
+            x_arrays = from_frame(x, inputs) if self.kind == "DataFrame" else x
+            self._reader = ArrayReader((x_arrays, y, sample_weight), batch_size, rank, size)
+        if self._reader.signature is not None:
+            check_strings(self._reader.signature[0], inputs)
+        return self._reader.n_local
 
     def __iter__(self):
         """One fresh pass over this rank's batches, tuples matching `signature`."""
