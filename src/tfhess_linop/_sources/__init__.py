@@ -79,13 +79,18 @@ class DataSource:
 
     Notes
     -----
-    A dataset must give the same batches on every pass (and, sharded, on
-    every rank): reshuffling on each iteration changes the batches between
-    two products and, sharded, makes ranks skip or repeat samples. Without
-    `model` inputs to compare with, a ``tf.data.Dataset`` is taken to be
-    batched, as Keras takes it, unless its ``x`` holds scalars. Integer or
-    boolean sample weights become float64; nothing
-    else is cast.
+    A dataset is read once at construction (to count its samples, check
+    them for NaN/inf and learn its signature) and once per pass after that;
+    at most one batch is held at a time. It must give the same batches on
+    every pass and, sharded, on every rank: reshuffling would change the
+    operator between two products and make ranks skip or repeat samples, so
+    construction compares the first batch of two passes and (a sharded
+    ``tf.data.Dataset``) checksums of every batch over the ranks, and
+    refuses a difference.
+
+    Without `model` inputs to compare with, a ``tf.data.Dataset`` is taken
+    to be batched, as Keras takes it, unless its ``x`` holds scalars.
+    Integer or boolean sample weights become float64; nothing else is cast.
     """
 
     def __init__(
@@ -144,7 +149,18 @@ class DataSource:
         return self._reader.n_batches
 
     def head(self, m):
-        """The first ``min(m, n_local)`` local samples as one batch tuple."""
+        """The first ``min(m, n_local)`` local samples as one batch.
+
+        Parameters
+        ----------
+        m : int
+            Samples wanted.
+
+        Returns
+        -------
+        tuple
+            Tensor nests structured as `signature`, possibly of 0 samples.
+        """
         m = min(int(m), self.n_local)
         pieces, held = [], 0
         for batch in self:
