@@ -77,6 +77,31 @@ def test_failure_on_one_rank_raises_on_every_rank(ranks, tmp_path):
         assert outcomes["healthy afterwards"] == "no error"
 
 
+def test_a_rank_that_cannot_finish_an_exchange_aborts_the_job():
+    # Issue 13: where one rank cannot take part any more, the communicator is
+    # aborted (MPI_Abort) rather than left waiting.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    command = [str(MPIEXEC), "-n", "3", sys.executable, str(SCRIPTS / "check_abort.py")]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        log, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"check_abort.py hung instead of aborting:\n{log[-4000:]}")
+    assert process.returncode != 0, log[-4000:]
+    assert "rank 2 cannot complete a collective call (SystemExit: a signal handler" in log
+    assert "aborting the communicator" in log
+    assert "was not aborted" not in log
+
+
 @pytest.mark.parametrize("ranks", [3])
 def test_every_way_out_of_a_collective_call_reaches_every_rank(ranks, tmp_path):
     # Issue 13: KeyboardInterrupt, SystemExit and GeneratorExit on one rank,
@@ -118,6 +143,7 @@ def test_every_way_out_of_a_collective_call_reaches_every_rank(ranks, tmp_path):
             ("eigsh against lobpcg", "entering lobpcg("),
             ("products of different shapes", "product of shape (6, 2)"),
             ("gradient against product", "product of shape (7,)"),
+            ("estimators with different num_matvecs", "num_matvecs=12"),
         ):
             assert outcomes[name].startswith(
                 "CollectiveError: the ranks are not making the same collective call"

@@ -143,6 +143,10 @@ outcome(
     "gradient against product",
     lambda: quartic_hessian().gradient() if faulty else quartic_hessian().hvp(np.ones(6)),
 )
+outcome(
+    "estimators with different num_matvecs",
+    lambda: thl.hutchinson_trace(quartic_hessian(), 12 if faulty else 10, rng=0),
+)
 
 
 def real_sigint(delay):
