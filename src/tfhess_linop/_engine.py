@@ -4,9 +4,22 @@ Each function is a ``tf.function`` with a fixed input signature (float64
 vectors, data batches with a ``None`` batch dimension), so it is traced once
 per `Hessian` and never again. Each returns this rank's contribution of one
 data batch, in float64; summing over batches and ranks is the caller's job.
+
+Not every model admits every route. Vectorised blocks (``pfor``) cannot
+convert the ``while`` loops of recurrent layers, and forward-mode
+differentiation cannot enter them either. So a product is a `Routes`: the
+preferred routes first, a route that works on every model last. The first
+that traces is kept, decided once, at the first call.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import warnings
 
 import tensorflow as tf
 
@@ -15,6 +28,12 @@ from ._layout import FlatLayout
 HVP_MODES = ("auto", "reverse-over-reverse", "forward-over-reverse")
 
 _ZERO = tf.UnconnectedGradients.ZERO
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class PerformanceWarning(UserWarning):
+    """A product falls back to a slower route; its result is unchanged."""
 
 
 class Engine:
@@ -35,6 +54,16 @@ class Engine:
         for blocks of columns.
     jit_compile : bool
         Compile the functions with XLA.
+
+    Notes
+    -----
+    A block is one vectorised call (``tf.vectorized_map``) where the model
+    allows it; otherwise (recurrent layers) a ``tf.map_fn`` loop over the
+    columns inside one graph, which shares the forward and backward passes
+    and repeats only the second backward pass per column. Forward mode,
+    where it cannot differentiate the model (a ``while`` loop reading a
+    variable), gives way to reverse-over-reverse. Both fallbacks warn once,
+    with a `PerformanceWarning`.
     """
 
     def __init__(self, variables, contribution, batch_signature, *, mode, jit_compile):
@@ -42,38 +71,58 @@ class Engine:
         self.layout = FlatLayout(self.variables)
         self._contribution = contribution
         n = self.layout.n
-        vector = tf.TensorSpec([n], tf.float64)
-        matrix = tf.TensorSpec([n, None], tf.float64)
+        vector = [tf.TensorSpec([n], tf.float64)]
+        matrix = [tf.TensorSpec([n, None], tf.float64)]
         batch = list(batch_signature)
+        warned = set()
+
+        def compile_(function, signature):
+            return tf.function(function, input_signature=signature, jit_compile=jit_compile)
+
+        def routes(*candidates):
+            return Routes([(compile_(f, s), w) for f, s, w in candidates], warned)
+
+        def hvp(route):
+            return lambda vector, *data: self.layout.concat(route(vector, *data)[1])
+
+        def action(route):
+            def function(vector, *data):
+                grads, hv = route(vector, *data)
+                return tf.concat([self.layout.concat(grads), self.layout.concat(hv)], 0)
+
+            return function
+
+        def vectorised(route):
+            def function(matrix, *data):
+                def column(vector):
+                    return self.layout.concat(route(vector, *data)[1])
+
+                return tf.transpose(tf.vectorized_map(column, tf.transpose(matrix)))
+
+            return function
+
+        self.loss = compile_(self._loss, batch)
+        self.value_and_gradient = compile_(self._value_and_gradient, batch)
         # On CPU, reverse-over-reverse is the faster single product, while a
         # vectorised block is faster forward-over-reverse: under pfor only
         # the tangent pass depends on the column, the primal forward and
         # backward passes are computed once (0.58x of separate products for
         # 32 columns of a 100k-parameter MLP, against 0.68x).
-        single = self._forward if mode == "forward-over-reverse" else self._reverse
         block = self._reverse if mode == "reverse-over-reverse" else self._forward
-
-        def hvp(vector, *data):
-            return self.layout.concat(single(vector, *data)[1])
-
-        def action(vector, *data):
-            grads, hv = single(vector, *data)
-            return tf.concat([self.layout.concat(grads), self.layout.concat(hv)], 0)
-
-        def columns(mat, *data):
-            def one(column):
-                return self.layout.concat(block(column, *data)[1])
-
-            return tf.transpose(tf.vectorized_map(one, tf.transpose(mat)))
-
-        def compile_(function, signature):
-            return tf.function(function, input_signature=signature, jit_compile=jit_compile)
-
-        self.loss = compile_(self._loss, batch)
-        self.value_and_gradient = compile_(self._value_and_gradient, batch)
-        self.hvp = compile_(hvp, [vector, *batch])
-        self.hvp_columns = compile_(columns, [matrix, *batch])
-        self.action = compile_(action, [vector, *batch])
+        looped = (self._columns, matrix + batch, _LOOP_WARNING)
+        if mode == "forward-over-reverse":
+            self.hvp = routes(
+                (hvp(self._forward), vector + batch, None),
+                (hvp(self._reverse), vector + batch, _FORWARD_WARNING),
+            )
+            self.action = routes(
+                (action(self._forward), vector + batch, None),
+                (action(self._reverse), vector + batch, _FORWARD_WARNING),
+            )
+        else:
+            self.hvp = routes((hvp(self._reverse), vector + batch, None))
+            self.action = routes((action(self._reverse), vector + batch, None))
+        self.hvp_columns = routes((vectorised(block), matrix + batch, None), looped)
 
     @property
     def functions(self):
@@ -97,7 +146,7 @@ class Engine:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self.variables)
             value = self._scalar_loss(*batch)
-        return value, tape.gradient(value, self.variables, unconnected_gradients=_ZERO)
+        return value, _dense(tape.gradient(value, self.variables, unconnected_gradients=_ZERO))
 
     def _loss(self, *batch):
         return tf.cast(self._scalar_loss(*batch), tf.float64)
@@ -122,7 +171,7 @@ class Engine:
             _, grads = self._gradient(*batch)
             directional = self._inner(grads, tangents)
         hv = outer.gradient(directional, self.variables, unconnected_gradients=_ZERO)
-        return grads, hv
+        return grads, _dense(hv)
 
     def _forward(self, vector, *batch):
         tangents = self.layout.split(vector)
@@ -130,3 +179,156 @@ class Engine:
             _, grads = self._gradient(*batch)
         hv = accumulator.jvp(grads, unconnected_gradients=_ZERO)
         return grads, hv
+
+    def _columns(self, matrix, *batch):
+        """H @ matrix by a loop over the columns inside the graph.
+
+        The Hessian is symmetric, so ``H v`` is the vector-Jacobian product
+        of the gradient with `v`: the forward and backward passes are
+        recorded once, outside the loop, and each column costs one more
+        backward pass (a vectorised block cannot go through a ``while``
+        loop, and forward mode cannot enter one).
+        """
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            outer.watch(self.variables)
+            _, grads = self._gradient(*batch)
+
+        def column(vector):
+            hv = outer.gradient(
+                grads,
+                self.variables,
+                output_gradients=self.layout.split(vector),
+                unconnected_gradients=_ZERO,
+            )
+            return self.layout.concat(_dense(hv))
+
+        columns = tf.map_fn(column, tf.transpose(matrix), fn_output_signature=tf.float64)
+        return tf.transpose(columns)
+
+
+_LOOP_WARNING = (
+    "vectorized HVP blocks are not supported by this model ({reason}); products "
+    "of a block are computed column by column inside one graph."
+)
+_FORWARD_WARNING = (
+    "forward-over-reverse products are not supported by this model ({reason}); "
+    "using reverse-over-reverse."
+)
+
+
+class Routes:
+    """The first of several compiled routes to one product that traces.
+
+    Behaves like the chosen ``tf.function``: `get_concrete_function` makes
+    the choice at its first call and returns the chosen graph ever after.
+    A route that fails to trace is abandoned; one that is taken in its
+    place issues its warning (each distinct message once per `Engine`).
+    If every route fails, the last one's error is raised.
+
+    Parameters
+    ----------
+    candidates : list of (tf.function, str or None)
+        Routes in order of preference, each with the warning to issue when
+        it is taken in place of an earlier one (``{reason}`` is filled in
+        with why the previous route failed).
+    warned : set of str
+        Messages already issued, shared by the routes of one `Engine`.
+    """
+
+    def __init__(self, candidates, warned):
+        self._candidates = list(candidates)
+        self._warned = warned
+        self._chosen = None
+
+    def get_concrete_function(self):
+        """The traced graph of the chosen route (chosen and traced at the first call)."""
+        if self._chosen is not None:
+            return self._chosen.get_concrete_function()
+        failure = None
+        for index, (function, message) in enumerate(self._candidates):
+            last = index == len(self._candidates) - 1
+            try:
+                with _quiet_pfor():
+                    concrete = function.get_concrete_function()
+            except Exception as exc:
+                if last:
+                    raise
+                failure = exc
+                continue
+            if failure is not None and message is not None:
+                self._warn(message.format(reason=_reason(failure)))
+            self._chosen = function
+            return concrete
+        raise AssertionError("unreachable: the last route raises")
+
+    def __call__(self, *args):
+        return self.get_concrete_function()(*args)
+
+    def experimental_get_tracing_count(self):
+        """Traces of all routes (a route that failed to trace counts none)."""
+        return sum(f.experimental_get_tracing_count() for f, _ in self._candidates)
+
+    def _warn(self, message):
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, PerformanceWarning, stacklevel=_caller_level())
+
+
+def _dense(tensors):
+    """Densify ``tf.IndexedSlices`` (gradients of a gather, as in Embedding).
+
+    ForwardAccumulator and pfor take dense tensors only; the densified
+    gradient is itself differentiable, so every route works on it.
+    """
+    return [tf.convert_to_tensor(t) if isinstance(t, tf.IndexedSlices) else t for t in tensors]
+
+
+class _PforFilter(logging.Filter):
+    """Drop the records of ``tf.vectorized_map``'s converter.
+
+    A failed conversion logs every op it tried (over a thousand lines for
+    one LSTM) and a successful one may log each op it had to loop over.
+    """
+
+    def filter(self, record):
+        return f"{os.sep}parallel_for{os.sep}" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_pfor():
+    logger = tf.get_logger()
+    pfor_filter = _PforFilter()
+    logger.addFilter(pfor_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(pfor_filter)
+
+
+def _reason(exc):
+    """Why a route failed to trace, in a few words."""
+    # Graph names of the ops pfor wraps ("loop_body/...", ".../pfor/while")
+    # name no layer; the first other scope before "/while" is the layer's.
+    names = re.findall(r"([A-Za-z][\w.]*)/while", str(exc))
+    layers = [name for name in names if name not in ("pfor", "loop_body", "gradients")]
+    if layers:
+        return f"while loop: {layers[0]}"
+    return type(exc).__name__
+
+
+def _caller_level():
+    """`stacklevel` that points a warning at the first frame outside this package.
+
+    Frames of `contextlib` are skipped too: the package's context managers
+    sit between its own frames.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and _is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _is_internal(filename):
+    return filename.startswith(_PACKAGE_DIR + os.sep) or filename == contextlib.__file__
