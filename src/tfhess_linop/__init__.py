@@ -36,8 +36,13 @@ _EXPORTS = {
     "minres": "solve",
     "nystrom_preconditioner": "solve",
     "pcg": "solve",
-    # training
+    # inverse operators
+    "InverseOperator": "inverses",
+    "inverse": "inverses",
+    # training and optimisation
     "NewtonCG": "newton",
+    "ScipyObjective": "optimize",
+    "minimize": "optimize",
     # estimators
     "DiagonalEstimate": "estimators",
     "SpectralDensity": "estimators",
