@@ -21,31 +21,25 @@ one that behaves as a sum contributes its batch value. Anything else (batch
 statistics in training mode, a Dice loss) cannot be split into batches
 exactly; splitting is then refused unless the caller opts in.
 
-Keras' compiled-loss machinery (``CompileLoss``: output paths, loss
-weights, sample-weight nests) is reused as it is; only each output's loss is
-replaced by a stand-in that returns its exact share. Those Keras internals
-are imported in this module only.
+The compiled loss's per-output shares are in `_compiled_loss`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.backend.common.masking import get_keras_mask
-from keras.src.losses.loss import apply_mask, squeeze_or_expand_to_same_rank
-from keras.src.trainers.compile_utils import CompileLoss
 
 from . import _mpi
+from ._compiled_loss import CompiledLossShares
 
 __all__ = ["KerasObjective"]
 
-_SUM_REDUCTIONS = (None, "none", "sum")
-_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
 # Samples of the additivity probe: two groups of half this many.
 _PROBE_SAMPLES = 8
 _MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -104,14 +98,15 @@ class KerasObjective:
         x, y, _ = self._unpack(head)
         predictions = model(x, training=False)
         self._dtype = _compute_dtype(predictions)
-        self._raw = _Shares(self, user_loss, user_weights, y, predictions, divisors=None)
+        shares = functools.partial(
+            CompiledLossShares, model, user_loss, user_weights, y, predictions, dtype=self._dtype
+        )
+        self._raw = shares()
         self._raw_function = tf.function(self._raw_terms, input_signature=source.signature)
         totals = self._construction_pass()
         self.n_global = round(totals[0])
         self._laws = self._probe_laws()
-        self._shares = _Shares(
-            self, user_loss, user_weights, y, predictions, divisors=totals[1:], layout=self._raw
-        )
+        self._shares = shares(divisors=totals[1:], layout=self._raw, weight=self._output_weight)
 
     # ------------------------------------------------------------- evaluation
 
@@ -127,6 +122,10 @@ class KerasObjective:
         for term, law in zip(extra, self._laws[len(self._raw.scalar_outputs) :], strict=True):
             total += self.weight(law, size) * term
         return total
+
+    def _output_weight(self, position, size):
+        """The factor of the `position`-th batch-level output loss."""
+        return self.weight(self._laws[position], size)
 
     def weight(self, law, size):
         """A batch-level term's factor: its share of the samples for a mean, 1 for a sum."""
@@ -265,135 +264,7 @@ class KerasObjective:
         return {"problem": None, "laws": laws}
 
 
-class _Shares:
-    """A private ``CompileLoss`` whose per-output losses are replaced by `_OutputShare`.
-
-    Keras resolves the outputs, targets, sample-weight nests and loss
-    weights as in ``fit``. With ``divisors=None`` (the construction pass)
-    each share records its numerator and divisor; with the global divisors
-    it returns its exact share of the whole-data value.
-    """
-
-    def __init__(
-        self, objective, user_loss, user_weights, y, predictions, *, divisors, layout=None
-    ):
-        self.objective = objective
-        # Which outputs are per-sample or batch-level is learnt by the first trace.
-        self.layout = self if layout is None else layout
-        self.compile_loss = None
-        self.outputs, self.per_sample, self.scalar_outputs = [], [], []
-        self.divisors_global = divisors
-        self.start(None)
-        if user_loss is None:
-            return
-        names = getattr(objective._model, "output_names", None)
-        compile_loss = CompileLoss(user_loss, user_weights, output_names=names)
-        try:
-            compile_loss.build(y, predictions)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"`loss` does not fit the model's outputs and `y`: {exc}") from exc
-        entries = compile_loss._flat_losses
-        compile_loss._flat_losses = [
-            entry._replace(loss=_OutputShare(entry.loss, index, self))
-            for index, entry in enumerate(entries)
-        ]
-        # No per-output Mean trackers: they would assign variables in every
-        # product. A list of Nones, not an empty one: Keras zips it with the losses.
-        compile_loss._metrics = [None] * len(entries)
-        compile_loss._dtype = objective._dtype
-        self.compile_loss = compile_loss
-        self.outputs = [f"the loss of output {entry.name!r}" for entry in entries]
-
-    def start(self, batch_size):
-        """Forget the previous trace's records."""
-        self.batch_size = batch_size
-        self.divisors, self.numerators, self.scalars = [], [], []
-
-
-class _OutputShare:
-    """Stands in for one output's loss inside Keras' CompileLoss."""
-
-    def __init__(self, loss, index, owner):
-        self.loss = loss
-        self.index = index
-        self.owner = owner
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        dtype = self.owner.objective._dtype
-        # As keras.losses.Loss.__call__, but computed in the model's dtype.
-        in_mask = get_keras_mask(y_pred)
-        y_pred = tf.nest.map_structure(lambda t: tf.cast(t, dtype), y_pred)
-        y_true = tf.nest.map_structure(lambda t: tf.cast(t, dtype), y_true)
-        values = tf.convert_to_tensor(self.loss.call(y_true, y_pred))
-        mask = _merge_masks(in_mask, get_keras_mask(values))
-        values = tf.cast(values, dtype)
-        if values.shape.rank == 0:
-            return self._batch_level(values, sample_weight, mask)
-        numerator, divisor = _numerator_and_divisor(
-            values, sample_weight, mask, self.loss.reduction, dtype
-        )
-        owner = self.owner
-        if owner.divisors_global is None:
-            _register(owner.per_sample, self.index)
-            owner.numerators.append(numerator)
-            owner.divisors.append(divisor)
-            return numerator
-        if self.loss.reduction in _SUM_REDUCTIONS:
-            return numerator
-        total = owner.divisors_global[owner.layout.per_sample.index(self.index)]
-        return tf.math.divide_no_nan(numerator, tf.constant(total, dtype))
-
-    def _batch_level(self, value, sample_weight, mask):
-        if sample_weight is not None or mask is not None:
-            raise ValueError(
-                f"`loss` {self.loss.name!r} returns one value per batch, so sample weights "
-                "and masks cannot be applied to it; return per-sample losses instead."
-            )
-        owner = self.owner
-        if owner.divisors_global is None:
-            _register(owner.scalar_outputs, self.index)
-            owner.scalars.append(value)
-            return value
-        law = owner.objective._laws[owner.layout.scalar_outputs.index(self.index)]
-        return owner.objective.weight(law, owner.batch_size) * value
-
-
-def _numerator_and_divisor(values, sample_weight, mask, reduction, dtype):
-    """Keras' reduction of `values` as (sum of weighted values, divisor).
-
-    Mirrors ``keras.losses.loss.reduce_weighted_values``, except that the
-    mask is not rescaled by the batch's count of valid entries: that count
-    is the divisor, summed over all batches.
-    """
-    weights = apply_mask(sample_weight, mask, dtype=dtype, reduction="sum")
-    if weights is not None:
-        weights = tf.cast(weights, dtype)
-        values, weights = squeeze_or_expand_to_same_rank(values, weights)
-        values = values * weights
-    numerator = tf.reduce_sum(values)
-    if reduction in _SUM_REDUCTIONS:
-        divisor = tf.zeros((), dtype)
-    elif reduction in _MEAN_REDUCTIONS and mask is not None:
-        divisor = tf.reduce_sum(tf.cast(mask, dtype))
-    elif reduction == "mean_with_sample_weight" and weights is not None:
-        divisor = tf.reduce_sum(weights)
-    else:
-        divisor = tf.cast(tf.size(values), dtype)
-    return numerator, divisor
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def _register(indices, index):
-    if index not in indices:
-        indices.append(index)
-
-
-def _merge_masks(in_mask, out_mask):
-    if in_mask is not None and out_mask is not None:
-        return tf.logical_and(tf.cast(in_mask, tf.bool), tf.cast(out_mask, tf.bool))
-    return in_mask if in_mask is not None else out_mask
 
 
 def _batch_size(x):
