@@ -487,3 +487,45 @@ def test_flatten_and_unflatten_follow_variable_order(small_hessian):
         H.flatten([np.zeros(6), np.zeros(4)])
     with pytest.raises(ValueError, match=r"`vec` must have shape \(10,\)"):
         H.unflatten(np.zeros(9))
+
+
+def test_state_is_restored_after_a_first_call_that_failed(rng):
+    keras.utils.set_random_seed(21)
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="float64"),
+            keras.layers.Dense(4, dtype="float64"),
+            keras.layers.BatchNormalization(dtype="float64"),
+            keras.layers.Dense(1, dtype="float64"),
+        ]
+    )
+    x, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 1))
+    H = thl.Hessian.from_keras(model, "mse", x, y, training=True)
+    before = [v.numpy().copy() for v in model.non_trainable_variables]
+
+    class Failing:
+        def __iter__(self):
+            raise RuntimeError("no data this time")
+
+    batches, H._batches = H._batches, Failing()
+    with pytest.raises(RuntimeError, match="no data"):
+        H.hvp(np.ones(H.n))
+    H._batches = batches
+    for _ in range(2):
+        H.hvp(np.ones(H.n))
+        for b, v in zip(before, model.non_trainable_variables, strict=True):
+            np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, None, True])
+def test_bad_max_columns_is_rejected(bad):
+    H = thl.Hessian(lambda w: tf.reduce_sum(w**3), tf.Variable([1.0, 2.0], dtype=tf.float64))
+    with pytest.raises(ValueError, match="`max_columns` must be a positive integer"):
+        H.max_columns = bad
+    assert H.max_columns == 64
+
+
+def test_targets_broadcast_against_the_output_are_rejected(rng):
+    model = mlp(sizes=(3, 2, 1))
+    with pytest.raises(ValueError, match=r"`y` has shape \(3,\) per sample"):
+        thl.Hessian.from_keras(model, "mse", rng.standard_normal((5, 3)), np.ones((5, 3)))

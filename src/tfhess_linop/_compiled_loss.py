@@ -110,6 +110,7 @@ class _OutputShare:
         in_mask = get_keras_mask(y_pred)
         y_pred = tf.nest.map_structure(lambda t: tf.cast(t, dtype), y_pred)
         y_true = tf.nest.map_structure(lambda t: tf.cast(t, dtype), y_true)
+        _check_no_broadcast(y_true, y_pred)
         values = tf.convert_to_tensor(self.loss.call(y_true, y_pred))
         mask = _merge_masks(in_mask, get_keras_mask(values))
         values = tf.cast(values, dtype)
@@ -177,3 +178,16 @@ def _merge_masks(in_mask, out_mask):
     if in_mask is not None and out_mask is not None:
         return tf.logical_and(tf.cast(in_mask, tf.bool), tf.cast(out_mask, tf.bool))
     return in_mask if in_mask is not None else out_mask
+
+
+def _check_no_broadcast(y_true, y_pred):
+    """Refuse targets that a loss would silently broadcast a prediction against."""
+    for target, prediction in zip(tf.nest.flatten(y_true), tf.nest.flatten(y_pred), strict=False):
+        t, p = target.shape, prediction.shape
+        if t.rank is None or p.rank is None or t.rank != p.rank:
+            continue
+        if any(q == 1 and d is not None and d > 1 for d, q in zip(t[1:], p[1:], strict=True)):
+            raise ValueError(
+                f"`y` has shape {tuple(t)[1:]} per sample but the model's output has "
+                f"{tuple(p)[1:]}: the loss would broadcast the prediction over the targets."
+            )

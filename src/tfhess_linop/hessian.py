@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -296,14 +297,40 @@ class Hessian:
         self._mutable_state = {}
         self._concrete_functions = {}
         self.max_columns = _MAX_COLUMNS
-        counts = _mpi.allgather_object(self._layout.n, self.comm)
-        _mpi.agree(
-            len(set(counts)) == 1,
-            f"the ranks disagree on the number of parameters: {counts}.",
-            self.comm,
-        )
+        self._check_same_parameters()
         if check_deterministic:
             self._check_deterministic()
+
+    def _check_same_parameters(self):
+        """Refuse ranks whose parameters differ in shapes or values. Collective over `comm`."""
+        if _mpi.size(self.comm) == 1:
+            return
+        shapes = _mpi.allgather_object(self._layout.shapes, self.comm)
+        _mpi.agree(
+            all(s == shapes[0] for s in shapes),
+            "the ranks' parameters have different shapes: "
+            + "; ".join(f"rank {r}: {s}" for r, s in enumerate(shapes)),
+            self.comm,
+        )
+        mine = _checksum([v.numpy() for v in self._engine.variables])
+        total = _mpi.collective_sum(lambda: mine, mine.shape, self.comm)
+        _mpi.agree(
+            np.array_equal(total, _mpi.size(self.comm) * mine),
+            "the ranks hold different parameter values; every rank must start from the "
+            "same weights (set the same seed, or broadcast rank 0's weights).",
+            self.comm,
+        )
+
+    @property
+    def max_columns(self):
+        """Most columns per vectorised HVP call; `hvp` splits wider blocks."""
+        return self._max_columns
+
+    @max_columns.setter
+    def max_columns(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`max_columns` must be a positive integer; got {value!r}.")
+        self._max_columns = int(value)
 
     # ------------------------------------------------------------------ info
 
@@ -431,6 +458,13 @@ class Hessian:
         ):
             raise ValueError(
                 f"`block_size` must be a positive integer or None; got {block_size!r}."
+            )
+        gib = n * n * 8 / 2**30
+        if gib > 1:
+            warnings.warn(
+                f"dense() allocates an ({n}, {n}) float64 array: {gib:.1f} GiB.",
+                UserWarning,
+                stacklevel=2,
             )
         result = np.empty((n, n))
         bar = tqdm(
@@ -709,8 +743,10 @@ class Hessian:
             captured = self._concrete(function).variables
             watched = [v for v in captured if id(v) not in parameters]
         saved = [v.numpy() for v in watched]
+        completed = False
         try:
             yield
+            completed = True
         finally:
             if first_call:
                 changed = [
@@ -718,7 +754,10 @@ class Hessian:
                     for v, s in zip(watched, saved, strict=True)
                     if not np.array_equal(v.numpy(), s)
                 ]
-                self._mutable_state[function] = [v for v, _ in changed]
+                # Learn only from a call that ran to the end: one that failed
+                # before the forward pass changed nothing, which proves nothing.
+                if completed:
+                    self._mutable_state[function] = [v for v, _ in changed]
             else:
                 changed = zip(watched, saved, strict=True)
             for variable, value in changed:
