@@ -85,20 +85,3 @@ def underlying_variable(item):
         return item
     value = getattr(item, "value", None)
     return value if isinstance(value, tf.Variable) else None
-
-
-def per_sample_loss(loss):
-    """Resolve `loss` to ``f(y_true, y_pred)`` returning unreduced losses (CLI checks)."""
-    if isinstance(loss, str):
-        try:
-            loss = keras.losses.get(loss)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"`loss` {loss!r} is not a Keras loss name ({exc}).") from None
-    if isinstance(loss, keras.losses.Loss):
-        return loss.call
-    if callable(loss):
-        return loss
-    raise TypeError(
-        "`loss` must be a Keras loss name, a keras.losses.Loss or a callable "
-        f"loss(y_true, y_pred); got {type(loss).__name__}."
-    )

@@ -56,6 +56,8 @@ def run_demo(out="tfhess-linop-demo", *, quiet=False, seed=0):
     >>> round(summary["cubic"]["taylor_order"])  # doctest: +SKIP
     3
     """
+    # An unusable folder fails here, before TensorFlow's start-up and any work.
+    os.makedirs(out, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +65,6 @@ def run_demo(out="tfhess-linop-demo", *, quiet=False, seed=0):
     import tensorflow as tf
 
     started = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
     keras.utils.set_random_seed(seed)
     print(f"tfhess-linop demo (TensorFlow {tf.__version__}, Keras {keras.__version__})")
     summary = {}
