@@ -11,6 +11,7 @@ SECTION_TITLES = {
     "estimators": "Estimators (issue #7): trace to 5 % and SLQ density",
     "mpi": "MPI: 1 process vs 2 ranks",
     "peers": "Peers (only when importable)",
+    "cli": "Command start-up (issue #12): --help in a fresh process",
 }
 
 

@@ -23,6 +23,7 @@ algorithms   HVPs and time of eigsh, lobpcg, power_iteration, randomized_svd,
 estimators   matvecs to a 5 % trace; SLQ density vs single matvecs, on mlp_f64
 mpi          1 process (default threads) vs 2 ranks x 1 thread, mpi_mlp
 peers        JAX, curvlinops (only when importable)
+cli          tfhess-linop --help vs python -c "import numpy", fresh processes
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ SECTIONS = {
     "estimators": ["mlp_f64"],
     "mpi": ["mpi_mlp"],
     "peers": ["jax", "curvlinops"],
+    "cli": ["help"],
 }
 
 # Targets of issue #6: name -> (comparison, bound, checked on "ratio" or "value").
@@ -66,6 +68,7 @@ TARGETS = {
     "dense peak RSS": ("<=", 600.0, "value"),
     "top eigenvalue HVPs to 1e-6": ("<=", 40, "value"),
     "2-rank speedup": (">=", 1.5, "ratio"),
+    "--help time": ("<=", 0.5, "value"),
 }
 
 
@@ -1038,6 +1041,32 @@ def bench_peers(name, settings, rec):
     rec.detail(sec, name, times)
 
 
+# --------------------------------------------------------------------- cli
+
+
+def bench_cli(name, settings, rec):
+    import startup
+
+    sec = "cli"
+    times = startup.measure(repeats=max(settings.repeats, 5))
+    baseline = times["python -c 'import numpy'"]["median"]
+    for command, entry in times.items():
+        if command.endswith("--help"):
+            rec.row(
+                sec,
+                name,
+                command,
+                entry["median"],
+                "s",
+                baseline="python -c 'import numpy'",
+                baseline_value=baseline,
+                ratio=entry["ratio"],
+                target="--help time",
+                note="fresh process each; no TensorFlow import",
+            )
+    rec.detail(sec, name, times)
+
+
 RUNNERS = {
     "operator": bench_operator,
     "dense": bench_dense,
@@ -1045,6 +1074,7 @@ RUNNERS = {
     "estimators": bench_estimators,
     "mpi": bench_mpi,
     "peers": bench_peers,
+    "cli": bench_cli,
 }
 
 
