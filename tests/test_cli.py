@@ -539,6 +539,20 @@ def test_help_version_and_bad_input_do_not_import_tensorflow(without_tensorflow)
     assert "--out" in runs["out under a file"]["err"] and "--out" in runs["demo out"]["err"]
 
 
+def test_lazy_namespace_resolves_every_public_name():
+    """The package imports its names on first use (so that --help is fast)."""
+    import importlib
+
+    import tfhess_linop
+
+    for name in tfhess_linop.__all__:
+        module = importlib.import_module(f"tfhess_linop.{tfhess_linop._EXPORTS[name]}")
+        assert getattr(tfhess_linop, name) is getattr(module, name)
+    assert set(tfhess_linop.__all__) <= set(dir(tfhess_linop))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        tfhess_linop.no_such_name  # noqa: B018
+
+
 def test_help_imports_no_tensorflow_module():
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "tfhess_linop", "--help"],

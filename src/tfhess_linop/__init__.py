@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 # Public names are imported on first use (PEP 562), so that ``import
 # tfhess_linop`` -- and the ``tfhess-linop`` command's --help, --version and
 # argument errors -- do not pay for importing TensorFlow (seconds) until a
-# name that needs it is used. Name -> submodule that defines it.
+# name that needs it is used. Name -> submodule that defines it; add a new
+# public name here rather than as an import (tests/test_cli.py checks that
+# --help imports no TensorFlow).
 _EXPORTS = {
     # the operator
     "Hessian": "hessian",
