@@ -246,20 +246,20 @@ class Routes:
             return self._chosen.get_concrete_function()
         failure = None
         for index, (function, message) in enumerate(self._candidates):
-            last = index == len(self._candidates) - 1
             try:
                 with _quiet_pfor():
                     concrete = function.get_concrete_function()
             except Exception as exc:
-                if last:
+                # pfor and forward mode fail at tracing, with many exception
+                # types; what the last route cannot trace, no route can.
+                if index == len(self._candidates) - 1:
                     raise
                 failure = exc
-                continue
-            if failure is not None and message is not None:
-                self._warn(message.format(reason=_reason(failure)))
-            self._chosen = function
-            return concrete
-        raise AssertionError("unreachable: the last route raises")
+            else:
+                if failure is not None and message is not None:
+                    self._warn(message.format(reason=_reason(failure)))
+                self._chosen = function
+                return concrete
 
     def __call__(self, *args):
         return self.get_concrete_function()(*args)
