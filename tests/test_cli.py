@@ -445,10 +445,12 @@ def test_spectrum_under_mpiexec_matches_serial(saved, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env=_environment(),
+        env=_environment(tf_log_level=None),
         timeout=180,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    # TensorFlow starts after the command filters its log lines, on every rank.
+    assert _native_lines(completed.stderr) == []
     # Only rank 0 prints.
     assert completed.stdout.count("largest eigenvalues") == 1
     result = json.loads((tmp_path / "spectrum.json").read_text())
@@ -551,6 +553,30 @@ def test_lazy_namespace_resolves_every_public_name():
     assert set(tfhess_linop.__all__) <= set(dir(tfhess_linop))
     with pytest.raises(AttributeError, match="no_such_name"):
         tfhess_linop.no_such_name  # noqa: B018
+
+
+def test_under_a_launcher_threads_are_set_when_tensorflow_is_imported():
+    """Under mpiexec the package sets one thread per rank, without importing TensorFlow."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import tfhess_linop
+        assert "tensorflow" not in sys.modules
+        import tensorflow as tf
+        threading = tf.config.threading
+        print(threading.get_intra_op_parallelism_threads(),
+              threading.get_inter_op_parallelism_threads())
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(_environment(), PMI_SIZE="2"),
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["1", "1"]
 
 
 def test_help_imports_no_tensorflow_module():

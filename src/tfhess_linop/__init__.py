@@ -6,12 +6,48 @@
 """
 
 import importlib
+import importlib.util
+import sys
 
 from . import _mpi
 
-_mpi.configure_threads_from_environment()
-
 __version__ = "0.1.0"
+
+
+class _AfterTensorFlowImport:
+    """Run `callback` as soon as TensorFlow is imported, before any of its ops can run.
+
+    Under ``mpiexec`` the package sets TensorFlow's threads, which must
+    happen before TensorFlow's runtime starts. Importing TensorFlow here to
+    do it would cost every import of the package (and the command's
+    ``--help``) TensorFlow's seconds of start-up and its log lines, before
+    the command can filter them; waiting for the first TensorFlow import
+    costs nothing and still comes before any operation.
+    """
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                self.callback()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if _mpi.launcher_size() <= 1 or "tensorflow" in sys.modules:
+    _mpi.configure_threads_from_environment()
+else:
+    sys.meta_path.insert(0, _AfterTensorFlowImport(_mpi.configure_threads_from_environment))
 
 # Public names are imported on first use (PEP 562), so that ``import
 # tfhess_linop`` -- and the ``tfhess-linop`` command's --help, --version and
