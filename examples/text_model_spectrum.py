@@ -52,9 +52,10 @@ QUICK = os.environ.get("CI", "").lower() == "true"
 SIZES = (80, 6, 10, 3, 3, 32, 3) if QUICK else (600, 10, 24, 6, 6, 64, 8)
 TOP = 4
 
-# Keras losses compute in floatx: a float64 model needs float64 floatx for its
-# compiled loss (and makes every layer float64), so the comparison is tight.
+# Float64 layers, so that the comparison is tight; Keras losses compute in
+# floatx, so a float64 model needs float64 floatx for its compiled loss.
 keras.config.set_floatx("float64")
+F64 = "float64"
 
 
 def tagged_sequences(samples, length, vocabulary, seed):
@@ -75,14 +76,15 @@ def text_model(length, vocabulary, width, units, seed):
     model = keras.Sequential(
         [
             keras.Input((length,), dtype="int64"),
-            keras.layers.Embedding(vocabulary, width, mask_zero=True, name="embedding"),
+            keras.layers.Embedding(vocabulary, width, mask_zero=True, name="embedding", dtype=F64),
             keras.layers.LSTM(
                 units,
                 return_sequences=True,
                 kernel_regularizer=keras.regularizers.L2(1e-3),
                 name="lstm",
+                dtype=F64,
             ),
-            keras.layers.Dense(2, name="tags"),
+            keras.layers.Dense(2, name="tags", dtype=F64),
         ]
     )
     model.compile(

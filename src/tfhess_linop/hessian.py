@@ -195,8 +195,9 @@ class Hessian:
             Distribute the data over the ranks of `comm`.
         shard : bool, default: True
             With `comm`: `x`, `y` are the full data (the same on every rank)
-            and each rank keeps its ``numpy.array_split`` shard (of the
-            batches, for a dataset). False means the data already is this
+            and each rank keeps its ``numpy.array_split`` shard of the
+            samples; of a dataset, rank r of P keeps batches r, r + P,
+            r + 2P, ... (round-robin). False means the data already is this
             rank's.
         training : bool, default: False
             Passed to the model call. Non-trainable state that a

@@ -1,7 +1,7 @@
 """Truncated-Newton (Newton-CG) training with negative-curvature steps.
 
 :class:`NewtonCG` minimises the loss of a :class:`tfhess_linop.Hessian`
-(a Keras model's mean loss on data, or any loss of plain variables): each
+(a Keras model's training objective on data, or any loss of plain variables): each
 step solves the Newton system :math:`(H + \\lambda I) p = -g` inexactly with
 Steihaug's CG (:func:`tfhess_linop.cg`); where CG meets a direction of
 non-positive curvature it follows that direction instead, with the sign that
