@@ -31,6 +31,7 @@ REQUIRED = {
     "dense/dense_1k",
     "algorithms/mlp_f64",
     "estimators/mlp_f64",
+    "cli/help",
 }
 OPTIONAL = {"mpi/mpi_mlp", "peers/jax", "peers/curvlinops"}
 

@@ -669,10 +669,12 @@ def regression_problem(float64_floatx):
     return compiled(mlp(seed=28), regression_data(seed=29), loss="mse")
 
 
-def test_single_loss_with_dict_targets_on_two_outputs_raises(float64_floatx):
+def test_single_loss_with_dict_targets_applies_to_every_output(float64_floatx):
+    # As model.compile(loss="mse") on a two-output model: "mse" on each output.
     problem = named_dicts()
-    with pytest.raises((ValueError, TypeError), match=r"`(loss|y)`"):
-        thl.Hessian.from_keras(problem.model, "mse", x=problem.x, y=problem.y)
+    H = thl.Hessian.from_keras(problem.model, "mse", x=problem.x, y=problem.y)
+    problem = compiled(problem.model, (problem.x, problem.y, None), loss="mse")
+    assert_operator(H, reference(problem))
 
 
 def test_labels_the_loss_cannot_take_raise(regression_problem):

@@ -88,7 +88,10 @@ class CompiledLossShares:
         compile_loss._metrics = [None] * len(entries)
         compile_loss._dtype = dtype
         self.compile_loss = compile_loss
-        self.outputs = [f"the loss of output {entry.name!r}" for entry in entries]
+        if len(entries) == 1:
+            self.outputs = [f"the compiled loss ({entries[0].name!r})"]
+        else:
+            self.outputs = [f"the loss of output {entry.name!r}" for entry in entries]
 
     def start(self, batch_size):
         """Forget the previous trace's records."""

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from . import _mpi
 from ._compiled_loss import CompiledLossShares
+from ._keras import exact_moments
 
 __all__ = ["KerasObjective"]
 
@@ -142,7 +143,9 @@ class KerasObjective:
 
     def _call_model(self, batch):
         x, y, weights = self._unpack(batch)
-        return x, y, weights, self._model(x, training=self._training)
+        with exact_moments():
+            predictions = self._model(x, training=self._training)
+        return x, y, weights, predictions
 
     def _cast(self, value):
         return tf.cast(tf.convert_to_tensor(value), self._dtype)

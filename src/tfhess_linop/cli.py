@@ -120,7 +120,7 @@ def _parser():
     spectrum.add_argument(
         "--batch-size",
         type=int,
-        help="samples per forward pass (memory only; the Hessian is that of the full mean loss)",
+        help="samples per forward pass (memory only; the Hessian stays that of all the data)",
     )
     spectrum.add_argument("--out", default=".", help="output folder (default: current)")
     spectrum.add_argument(

@@ -61,7 +61,13 @@ class Hessian:
         less memory). "auto" (default) uses reverse-over-reverse for single
         products, the faster one on CPU, and forward-over-reverse for blocks
         of columns, which vectorise better (only the tangent pass depends on
-        the column). The other two force one route everywhere.
+        the column). The other two force one route where the model allows
+        it. Where ``tf.vectorized_map`` cannot vectorise the model (the
+        ``while`` loops of recurrent layers), blocks run as a column loop
+        inside one graph, and forward-over-reverse (which TensorFlow cannot
+        take through such loops) falls back to reverse-over-reverse; each
+        fallback is chosen once per Hessian and announced by one
+        ``PerformanceWarning``.
 
     Attributes
     ----------
