@@ -89,25 +89,37 @@ class KerasObjective:
         _warn_mixed_precision(model)
         self._override = loss is None and _overrides_compute_loss(model)
         user_loss, user_weights = (None, None) if self._override else _user_loss(model, loss)
+        # Everything up to the first collective sum runs on local data only: run
+        # it inside one, so that a failure on one rank raises on every rank.
+        shares, self._raw = _together(lambda: self._prepare(user_loss, user_weights), comm)
+        self._raw_function = tf.function(self._raw_terms, input_signature=source.signature)
+        totals = self._construction_pass()
+        self.n_global = round(totals[0])
+        self._laws = self._probe_laws()
+        self._shares = shares(divisors=totals[1:], layout=self._raw, weight=self._output_weight)
+
+    def _prepare(self, user_loss, user_weights):
+        """Checks and a first eager call on local data: (shares factory, recording shares)."""
+        source = self._source
         if user_loss is not None and not source.has_y:
             raise ValueError(
                 "`y` is needed by the loss, but the data has no targets: pass `y`, or a "
                 "dataset yielding (x, y) or (x, y, sample_weight) tuples."
             )
         _check_labels(source)
-        head = source.head(2)
-        x, y, _ = self._unpack(head)
-        predictions = model(x, training=False)
+        x, y, _ = self._unpack(source.head(2))
+        predictions = self._model(x, training=False)
         self._dtype = _compute_dtype(predictions)
         shares = functools.partial(
-            CompiledLossShares, model, user_loss, user_weights, y, predictions, dtype=self._dtype
+            CompiledLossShares,
+            self._model,
+            user_loss,
+            user_weights,
+            y,
+            predictions,
+            dtype=self._dtype,
         )
-        self._raw = shares()
-        self._raw_function = tf.function(self._raw_terms, input_signature=source.signature)
-        totals = self._construction_pass()
-        self.n_global = round(totals[0])
-        self._laws = self._probe_laws()
-        self._shares = shares(divisors=totals[1:], layout=self._raw, weight=self._output_weight)
+        return shares, shares()
 
     # ------------------------------------------------------------- evaluation
 
@@ -208,7 +220,8 @@ class KerasObjective:
         if int(batches[0]) <= 1:
             # One batch on one rank: every term is evaluated on all the data at once.
             return ["mean"] * n_laws
-        votes = [v for v in _mpi.allgather_object(self._local_probe(), self._comm) if v]
+        probe = _together(self._local_probe, self._comm)
+        votes = [v for v in _mpi.allgather_object(probe, self._comm) if v]
         if not votes:
             if not n_laws and not self._training:
                 # Per-sample losses of an inference-mode model: nothing to check.
@@ -386,3 +399,13 @@ def _restored(model):
     finally:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
+
+
+def _together(function, comm):
+    """``function()``, run so that an exception on one rank raises on every rank.
+
+    Collective over `comm`.
+    """
+    result = []
+    _mpi.collective_sum(lambda: result.append(function()) or np.zeros(1), (1,), comm)
+    return result[0]

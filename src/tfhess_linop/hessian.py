@@ -315,7 +315,7 @@ class Hessian:
         shapes = _mpi.allgather_object(self._layout.shapes, self.comm)
         _mpi.agree(
             all(s == shapes[0] for s in shapes),
-            "the ranks' parameters have different shapes: "
+            "the ranks disagree on the parameters' shapes: "
             + "; ".join(f"rank {r}: {s}" for r, s in enumerate(shapes)),
             self.comm,
         )
