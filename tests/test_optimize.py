@@ -355,9 +355,12 @@ def test_trust_krylov_trains_a_keras_mlp_to_a_stationary_point():
     model.compile(loss="mse")
     H = thl.Hessian.from_keras(model, x=x, y=y)
     start = H.loss_value()
-    res = thl.minimize(H, method="trust-krylov", options={"gtol": 1e-7, "maxiter": 300})
+    # gtol 1e-6, not tighter: in the full suite (other thread settings, other
+    # summation orders) SciPy's trust region once collapsed near 1e-7 with
+    # "A bad approximation caused failure to predict improvement".
+    res = thl.minimize(H, method="trust-krylov", options={"gtol": 1e-6, "maxiter": 300})
     assert res.success, res.message
     assert res.fun < start
-    assert np.linalg.norm(H.gradient()) <= 1e-7
+    assert np.linalg.norm(H.gradient()) <= 1e-6
     assert np.linalg.eigvalsh(H.dense()).min() > -1e-8  # a minimum, not a saddle
     np.testing.assert_allclose(model.evaluate(x, y, batch_size=60, verbose=0), res.fun, rtol=1e-6)
