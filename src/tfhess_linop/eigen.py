@@ -196,39 +196,25 @@ def eigsh(
     >>> np.allclose(np.sort(w), np.sort(e[np.argsort(abs(e - 0.1))[:2]]))
     True
     """
+    # SciPy's arguments that pass through unchanged (the others are validated first).
+    options = dict(M=M, which=which, return_eigenvectors=return_eigenvectors, Minv=Minv, mode=mode)
     with _checks.collective(
         A,
         "eigsh",
         k=k,
-        M=M,
         sigma=sigma,
-        which=which,
         v0=v0,
         ncv=ncv,
         maxiter=maxiter,
         tol=tol,
-        return_eigenvectors=return_eigenvectors,
-        Minv=Minv,
         OPinv=OPinv,
-        mode=mode,
+        **options,
     ):
         given = A
         A, k, v0, ncv, tol, maxiter = _iv_eigsh(A, k, which, v0, ncv, sigma, tol, maxiter)
         A, OPinv, tol = _shift_invert(A, given, sigma, M, OPinv, tol)
         return sla.eigsh(
-            A,
-            k=k,
-            M=M,
-            sigma=sigma,
-            which=which,
-            v0=v0,
-            ncv=ncv,
-            maxiter=maxiter,
-            tol=tol,
-            return_eigenvectors=return_eigenvectors,
-            Minv=Minv,
-            OPinv=OPinv,
-            mode=mode,
+            A, k=k, sigma=sigma, v0=v0, ncv=ncv, maxiter=maxiter, tol=tol, OPinv=OPinv, **options
         )
 
 
