@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import _mpi
-from .._checks import communicator, generator, integer_at_least, square_operator
+from .._checks import collective, communicator, generator, integer_at_least, square_operator
 
 # Probe entries of the Hutchinson-type estimators.
 PROBE_DISTRIBUTIONS = ("rademacher", "normal")
@@ -40,6 +42,23 @@ def iv_hutchinson(A, num_matvecs, rng, distribution, block_size):
     distribution = check_distribution(distribution, PROBE_DISTRIBUTIONS)
     block_size = check_block_size(block_size, num_matvecs, n)
     return A, n, comm, num_matvecs, generator(rng), distribution, block_size
+
+
+@contextlib.contextmanager
+def hutchinson_call(name, A, num_matvecs, rng, distribution, block_size):
+    """The collective call of a Hutchinson estimator; yields its checked arguments.
+
+    Collective over the operator's communicator (see `_checks.collective`).
+    """
+    with collective(
+        A,
+        name,
+        num_matvecs=num_matvecs,
+        rng=rng,
+        distribution=distribution,
+        block_size=block_size,
+    ):
+        yield iv_hutchinson(A, num_matvecs, rng, distribution, block_size)
 
 
 def iv_exchangeable(A, num_matvecs, rng, method):

@@ -12,9 +12,9 @@ from ._common import (
     blocks,
     check_block_size,
     draw_probes,
+    hutchinson_call,
     identity_diagonal,
     iv_exchangeable,
-    iv_hutchinson,
     orthonormal_range,
     standard_error,
 )
@@ -170,17 +170,10 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
     >>> bool(np.all(np.abs(diagonal - np.diag(A)) < 0.01))
     True
     """
-    with collective(
-        A,
-        "hutchinson_diagonal",
-        num_matvecs=num_matvecs,
-        rng=rng,
-        distribution=distribution,
-        block_size=block_size,
-    ):
-        A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
-            A, num_matvecs, rng, distribution, block_size
-        )
+    with hutchinson_call(
+        "hutchinson_diagonal", A, num_matvecs, rng, distribution, block_size
+    ) as checked:
+        A, n, comm, m, rng, distribution, block_size = checked
         # Running mean and sum of squared deviations, merged block by block
         # (Chan, Golub and LeVeque) so that no (n, m) array is needed.
         mean = np.zeros(n)

@@ -14,9 +14,9 @@ from ._common import (
     check_block_size,
     check_distribution,
     draw_probes,
+    hutchinson_call,
     identity_diagonal,
     iv_exchangeable,
-    iv_hutchinson,
     orthonormal_range,
     standard_error,
 )
@@ -126,17 +126,10 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
     >>> bool(abs(estimate - np.trace(A)) < 4 * standard_error)
     True
     """
-    with collective(
-        A,
-        "hutchinson_trace",
-        num_matvecs=num_matvecs,
-        rng=rng,
-        distribution=distribution,
-        block_size=block_size,
-    ):
-        A, n, comm, m, rng, distribution, block_size = iv_hutchinson(
-            A, num_matvecs, rng, distribution, block_size
-        )
+    with hutchinson_call(
+        "hutchinson_trace", A, num_matvecs, rng, distribution, block_size
+    ) as checked:
+        A, n, comm, m, rng, distribution, block_size = checked
         samples = np.empty(m)
         for start, stop in blocks(m, block_size):
             Z = draw_probes(rng, n, stop - start, comm, distribution)
