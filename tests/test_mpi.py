@@ -15,12 +15,12 @@ SCRIPTS = Path(__file__).parent / "mpi"
 MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
 
 
-def run_under_mpi(script, ranks, output, timeout=240):
-    """Run `script` on `ranks` ranks, killing the whole job if it hangs."""
+def launch(script, ranks, *args, timeout):
+    """Run `script` on `ranks` ranks: (return code, output), or None if it hung (killed)."""
     if not MPIEXEC.exists():
         pytest.fail(f"no mpiexec in the environment ({MPIEXEC}); install the 'mpi' extra")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(SCRIPTS / script), str(output)]
+    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(SCRIPTS / script), *args]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -34,8 +34,16 @@ def run_under_mpi(script, ranks, output, timeout=240):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         log, _ = process.communicate()
+        return None, log
+    return process.returncode, log
+
+
+def run_under_mpi(script, ranks, output, timeout=240):
+    """Run `script` on `ranks` ranks, killing the whole job if it hangs."""
+    returncode, log = launch(script, ranks, str(output), timeout=timeout)
+    if returncode is None:
         pytest.fail(f"{script} on {ranks} ranks did not finish in {timeout} s:\n{log[-4000:]}")
-    assert process.returncode == 0, f"{script} on {ranks} ranks failed:\n{log[-6000:]}"
+    assert returncode == 0, f"{script} on {ranks} ranks failed:\n{log[-6000:]}"
     return json.loads(Path(output).read_text())
 
 
@@ -80,23 +88,10 @@ def test_failure_on_one_rank_raises_on_every_rank(ranks, tmp_path):
 def test_a_rank_that_cannot_finish_an_exchange_aborts_the_job():
     # Issue 13: where one rank cannot take part any more, the communicator is
     # aborted (MPI_Abort) rather than left waiting.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    command = [str(MPIEXEC), "-n", "3", sys.executable, str(SCRIPTS / "check_abort.py")]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        log, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
+    returncode, log = launch("check_abort.py", 3, timeout=120)
+    if returncode is None:
         pytest.fail(f"check_abort.py hung instead of aborting:\n{log[-4000:]}")
-    assert process.returncode != 0, log[-4000:]
+    assert returncode != 0, log[-4000:]
     assert "rank 2 cannot complete a collective call (SystemExit: a signal handler" in log
     assert "aborting the communicator" in log
     assert "was not aborted" not in log
