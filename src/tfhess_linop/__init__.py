@@ -105,8 +105,14 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
+# Public submodules that are attributes of the package without an import of
+# their own (``tfhess_linop.keras.CurvatureMonitor``), imported on first use.
+_SUBMODULES = ("keras",)
+
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -116,4 +122,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

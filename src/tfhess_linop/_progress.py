@@ -1,0 +1,53 @@
+"""An operator that counts its products and advances a progress bar.
+
+The algorithms (`eigsh`, the estimators) see an ordinary ``LinearOperator``;
+wrapping it is the one place that knows how many Hessian-vector products a
+pass has spent, for the command's progress bars and reports and for the
+Keras callback's budget.
+"""
+
+from __future__ import annotations
+
+from scipy.sparse.linalg import LinearOperator
+
+__all__ = ["CountedOperator", "progress_bar"]
+
+
+class CountedOperator(LinearOperator):
+    """`operator`, counting the vectors it is applied to and updating `bar`.
+
+    A ``matmat`` of k columns counts k. The communicator of `operator`
+    (``comm``) is kept, so collective algorithms see the same one.
+    """
+
+    def __init__(self, operator, bar=None):
+        self.operator = operator
+        self.comm = getattr(operator, "comm", None)
+        self.bar = bar
+        self.count = 0
+        super().__init__(dtype=operator.dtype, shape=operator.shape)
+
+    def _advance(self, columns):
+        self.count += columns
+        if self.bar is not None:
+            self.bar.update(columns)
+
+    def _matvec(self, v):
+        self._advance(1)
+        return self.operator.matvec(v)
+
+    def _matmat(self, V):
+        self._advance(V.shape[1])
+        return self.operator.matmat(V)
+
+    def _adjoint(self):
+        return self
+
+
+def progress_bar(description, *, show, total=None, delay=0.0):
+    """A tqdm bar counting Hessian-vector products; a disabled one unless `show`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        desc=description, total=total, unit="hvp", delay=delay, disable=not show, leave=False
+    )
