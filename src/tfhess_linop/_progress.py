@@ -8,26 +8,38 @@ Keras callback's budget.
 
 from __future__ import annotations
 
+import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["CountedOperator", "progress_bar"]
+__all__ = ["BudgetSpent", "CountedOperator", "progress_bar"]
+
+
+class BudgetSpent(RuntimeError):
+    """A product beyond the operator's `limit` was asked for."""
 
 
 class CountedOperator(LinearOperator):
     """`operator`, counting the vectors it is applied to and updating `bar`.
 
-    A ``matmat`` of k columns counts k. The communicator of `operator`
-    (``comm``) is kept, so collective algorithms see the same one.
+    A ``matmat`` of k columns counts k; with ``vectorize=False`` it is k
+    ``matvec`` calls. A product that would take `count` beyond `limit`
+    (None: no limit) raises `BudgetSpent` instead. The communicator of
+    `operator` (``comm``) is kept, so collective algorithms see the same
+    one; the count is the same on every rank, so is the stop.
     """
 
-    def __init__(self, operator, bar=None):
+    def __init__(self, operator, bar=None, *, vectorize=True):
         self.operator = operator
         self.comm = getattr(operator, "comm", None)
         self.bar = bar
         self.count = 0
+        self.limit = None
+        self.vectorize = vectorize
         super().__init__(dtype=operator.dtype, shape=operator.shape)
 
     def _advance(self, columns):
+        if self.limit is not None and self.count + columns > self.limit:
+            raise BudgetSpent(f"more than {self.limit} products")
         self.count += columns
         if self.bar is not None:
             self.bar.update(columns)
@@ -37,6 +49,8 @@ class CountedOperator(LinearOperator):
         return self.operator.matvec(v)
 
     def _matmat(self, V):
+        if not self.vectorize:
+            return np.column_stack([self._matvec(v) for v in V.T])
         self._advance(V.shape[1])
         return self.operator.matmat(V)
 

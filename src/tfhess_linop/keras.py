@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from . import _checks, _mpi
-from ._progress import CountedOperator, progress_bar
+from ._progress import BudgetSpent, CountedOperator, progress_bar
 
 __all__ = ["CurvatureMonitor"]
 
@@ -125,8 +125,9 @@ class CurvatureMonitor(keras.callbacks.Callback):
     -----
     An evaluation costs at most `max_hvps` Hessian-vector products (each
     about twice a gradient on the monitor's data), plus one forward pass
-    over the data when training begins. A float32 model's Hessian is
-    accurate to about 1e-6 relative.
+    over the data when training begins, and the products are applied one
+    vector at a time (the first evaluation compiles the product once). A
+    float32 model's Hessian is accurate to about 1e-6 relative.
 
     Examples
     --------
@@ -196,13 +197,13 @@ class CurvatureMonitor(keras.callbacks.Callback):
         self.verbose = _flag(verbose, "verbose")
         solves = 1 + self.smallest
         spare = self.max_hvps - (self.trace_matvecs if self.trace else 0)
-        # The least a solve can do: one Lanczos step beyond the wanted eigenvalues.
-        needed = solves * (self.k + 1)
+        # The least one ARPACK iteration takes, with the fewest Lanczos vectors.
+        needed = solves * _arpack_products(self.k, self.k + 1, 1)
         if spare < needed:
             raise ValueError(
                 f"`max_hvps` = {self.max_hvps} leaves {spare} products for the eigenvalues "
                 f"after the trace's {self.trace_matvecs if self.trace else 0}; at least "
-                f"{needed} are needed ({solves} solve(s) of k + 1 = {self.k + 1})."
+                f"{needed} are needed ({solves} Lanczos solve(s) for k = {self.k})."
             )
         self._share = spare // solves
         self._data = (x, y, sample_weight)
@@ -290,7 +291,10 @@ class CurvatureMonitor(keras.callbacks.Callback):
         solves = 1 + self.smallest
         total = solves * self._share + (self.trace_matvecs if self.trace else 0)
         with progress_bar(f"Hessian at {when}", show=show, total=total) as bar:
-            A = CountedOperator(as_linop(H), bar)
+            # One vector at a time, as ARPACK applies it anyway: Hutch++'s
+            # blocks would trace the vectorised product once more (seconds),
+            # which gains little at a monitor's few dozen products.
+            A = CountedOperator(as_linop(H), bar, vectorize=False)
             largest = self._eigenvalues(eigsh, A, self.k, "LA")[::-1]
             values = {f"{self.prefix}_eig_{i}": v for i, v in enumerate(largest, start=1)}
             record = {"epoch": epoch, "step": self._step, "eigenvalues": largest}
@@ -311,14 +315,19 @@ class CurvatureMonitor(keras.callbacks.Callback):
     def _eigenvalues(self, eigsh, A, k, which):
         """`k` eigenvalues at end `which` within this solve's share of products.
 
-        ARPACK's first factorisation takes `ncv` products and each restart at
-        most ``ncv - k``, so `maxiter` restarts fit the share.
+        The number of Lanczos vectors and of restarts are chosen so that
+        ARPACK's products fit the share (`_arpack_products`); should it ask
+        for more, the solve stops there and logs NaN.
         """
         from scipy.sparse.linalg import ArpackNoConvergence
 
-        n = A.shape[0]
-        ncv = min(n, max(2 * k + 1, k + _EXTRA_LANCZOS_VECTORS), self._share)
-        maxiter = 1 + (self._share - ncv) // max(ncv - k, 1)
+        n, share = A.shape[0], self._share
+        ncv = min(n, max(2 * k + 1, k + _EXTRA_LANCZOS_VECTORS), (share + 1) // 2)
+        ncv = max(ncv, k + 1)
+        maxiter = 1
+        while _arpack_products(k, ncv, maxiter + 1) <= share:
+            maxiter += 1
+        found, A.limit = np.array([]), A.count + share
         try:
             values = eigsh(
                 A,
@@ -329,19 +338,33 @@ class CurvatureMonitor(keras.callbacks.Callback):
                 tol=self.tol,
                 return_eigenvectors=False,
             )
+            return [float(v) for v in np.sort(values)]
         except ArpackNoConvergence as exc:
             found = np.sort(np.asarray(exc.eigenvalues, dtype=np.float64).real)
-            missing = np.full(k - found.size, np.nan)
-            values = np.concatenate([missing, found] if which == "LA" else [found, missing])
-            warnings.warn(
-                f"CurvatureMonitor: eigsh (which={which!r}) found {found.size} of {k} "
-                f"eigenvalues to tol={self.tol:g} within {self._share} Hessian-vector "
-                "products; the others are logged as NaN (raise `max_hvps` or `tol`).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return [float(v) for v in values]
-        return [float(v) for v in np.sort(values)]
+        except BudgetSpent:
+            pass
+        finally:
+            A.limit = None
+        missing = np.full(k - found.size, np.nan)
+        values = np.concatenate([missing, found] if which == "LA" else [found, missing])
+        warnings.warn(
+            f"CurvatureMonitor: eigsh (which={which!r}) found {found.size} of {k} "
+            f"eigenvalues to tol={self.tol:g} within {share} Hessian-vector products; "
+            "the others are logged as NaN (raise `max_hvps` or `tol`).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return [float(v) for v in values]
+
+
+def _arpack_products(k, ncv, maxiter):
+    """An upper bound on the products of ARPACK's `eigsh` (k, ncv, maxiter restarts).
+
+    Measured (SciPy's ARPACK, which LA/SA, k = 1-3, ncv = k + 1 to 16): the
+    first iteration takes ``ncv`` products and up to ``max(2, ncv - 1)``
+    more, each later one up to ``ncv - 1``.
+    """
+    return ncv + max(2, ncv - 1) + (maxiter - 1) * max(1, ncv - 1)
 
 
 def _flag(value, name):
