@@ -69,6 +69,9 @@ class CompiledLossShares:
         self.compile_loss = None
         self.outputs, self.per_sample, self.scalar_outputs = [], [], []
         self.divisors_global = divisors
+        # Set by the curvature operators (GGN, Fisher) around one call: it
+        # sees and may replace each loss's inputs, and sees its values.
+        self.hook = None
         self.start(None)
         if user_loss is None:
             return
@@ -109,6 +112,9 @@ class _OutputShare:
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         dtype = self.owner.dtype
+        hook = self.owner.hook
+        if hook is not None:
+            y_true, y_pred = hook.inputs(self.index, self.loss, y_true, y_pred)
         # As keras.losses.Loss.__call__, but computed in the model's dtype.
         in_mask = get_keras_mask(y_pred)
         y_pred = tf.nest.map_structure(lambda t: tf.cast(t, dtype), y_pred)
@@ -117,6 +123,8 @@ class _OutputShare:
         values = tf.convert_to_tensor(self.loss.call(y_true, y_pred))
         mask = _merge_masks(in_mask, get_keras_mask(values))
         values = tf.cast(values, dtype)
+        if hook is not None:
+            hook.values(self.index, values)
         if values.shape.rank == 0:
             return self._batch_level(values, sample_weight, mask)
         numerator, divisor = _numerator_and_divisor(

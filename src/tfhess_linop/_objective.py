@@ -126,15 +126,30 @@ class KerasObjective:
     def contribution(self, *batch):
         """This batch's share of the objective: a scalar in the compute dtype."""
         x, y, weights, predictions = self._call_model(batch)
-        size = tf.cast(_batch_size(x), self._dtype)
-        self._shares.start(size)
+        total = self.output_term(x, y, weights, predictions)
+        for term in self.other_terms(x, y, weights, predictions):
+            total += term
+        return total
+
+    def output_term(self, x, y, weights, predictions):
+        """The compiled loss's share: the part that is a function of the model's outputs.
+
+        The loss-output split of the curvature operators (GGN, Fisher): with
+        ``self._shares.hook`` set, each output's loss sees its inputs
+        through the hook.
+        """
+        self._shares.start(tf.cast(_batch_size(x), self._dtype))
         total = tf.zeros((), self._dtype)
         if self._shares.compile_loss is not None:
             total += self._cast(self._shares.compile_loss(y, predictions, weights))
-        extra = self._extra_terms(x, y, weights, predictions)
-        for term, law in zip(extra, self._laws[len(self._raw.scalar_outputs) :], strict=True):
-            total += self.weight(law, size) * term
         return total
+
+    def other_terms(self, x, y, weights, predictions):
+        """The weighted batch-level terms: ``model.losses`` or the overridden ``compute_loss``."""
+        size = tf.cast(_batch_size(x), self._dtype)
+        extra = self._extra_terms(x, y, weights, predictions)
+        laws = self._laws[len(self._raw.scalar_outputs) :]
+        return [self.weight(law, size) * term for term, law in zip(extra, laws, strict=True)]
 
     def _output_weight(self, position, size):
         """The factor of the `position`-th batch-level output loss."""
