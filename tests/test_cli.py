@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfhess_linop.cli import _NativeLogFilter, _parser, main
+from tfhess_linop._cli_logs import NativeLogFilter
+from tfhess_linop.cli import _parser, main
 
 VENV_BIN = Path(sys.executable).parent
 MPIEXEC = shutil.which("mpiexec", path=str(VENV_BIN)) or shutil.which("mpiexec")
@@ -155,7 +156,8 @@ def _objective_hessian(model, x, y, sample_weight):
     return float(value), 0.5 * (dense + dense.T)
 
 
-def test_spectrum_matches_numpy_eigenvalues(saved, tmp_path, capsys):
+def test_spectrum_matches_numpy_eigenvalues(saved, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("tfhess_linop._progress.DELAY", 0.0)
     folder, eigenvalues = saved
     status = main(
         [
@@ -172,7 +174,7 @@ def test_spectrum_matches_numpy_eigenvalues(saved, tmp_path, capsys):
         ]
     )
     assert status == 0
-    printed = capsys.readouterr().out
+    printed, printed_err = capsys.readouterr()
     assert "largest eigenvalues" in printed and "Hessian-vector products" in printed
     result = json.loads((tmp_path / "spectrum.json").read_text())
     assert result["n_parameters"] == 43 and result["n_samples"] == 60
@@ -182,7 +184,36 @@ def test_spectrum_matches_numpy_eigenvalues(saved, tmp_path, capsys):
     np.testing.assert_allclose(largest["values"], eigenvalues[::-1][:3], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(smallest["values"], eigenvalues[:3], rtol=1e-6, atol=1e-9)
     assert largest["hvp"] > 0 and smallest["hvp"] > 0
-    assert (tmp_path / "spectrum.png").stat().st_size > 0
+    # No --plot, no figure; no --progress, no bar.
+    assert result["files"] == ["spectrum.json"]
+    assert not (tmp_path / "spectrum.png").exists()
+    assert "hvp" not in printed_err
+
+
+def test_spectrum_plot_and_progress(saved, tmp_path, capsys, monkeypatch):
+    """--plot draws the density and the eigenvalues into spectrum.png; --progress shows bars."""
+    monkeypatch.setattr("tfhess_linop._progress.DELAY", 0.0)
+    folder, _ = saved
+    arguments = [str(folder / "model.keras"), str(folder / "data.npz"), "-k", "2"]
+    options = ["--density", "--probes", "4", "--steps", "20", "--trace", "--trace-matvecs", "12"]
+    status = main(
+        ["spectrum", *arguments, *options, "--plot", "--progress", "--out", str(tmp_path)]
+    )
+    assert status == 0
+    captured = capsys.readouterr()
+    for bar in ("Lanczos (largest)", "Lanczos (smallest)", "Hutch++ trace", "SLQ density"):
+        assert bar in captured.err and "hvp" in captured.err
+    # Where the number of products is known, the bar counts towards it.
+    assert re.search(r"Hutch\+\+ trace: +\d+%.*/12 ", captured.err)
+    assert re.search(r"SLQ density: +\d+%.*/80 ", captured.err)
+    result = json.loads((tmp_path / "spectrum.json").read_text())
+    assert result["files"] == ["spectrum.json", "spectrum.png"]
+    assert "wrote spectrum.json, spectrum.png to" in captured.out
+    from matplotlib.image import imread
+
+    figure = imread(tmp_path / "spectrum.png")
+    # Two panels, the density above the eigenvalue bars (one panel: ~400 pixels high).
+    assert figure.shape[0] > 700 and figure.shape[1] == 900
 
 
 def test_spectrum_density_and_trace(saved, tmp_path):
@@ -222,7 +253,6 @@ def test_spectrum_density_and_trace(saved, tmp_path):
     assert density["ritz_max"] <= eigenvalues[-1] + 1e-6
     np.testing.assert_allclose(density["ritz_max"], eigenvalues[-1], rtol=1e-6)
     assert np.trapezoid(density["density"], density["grid"]) == pytest.approx(1.0, abs=1e-3)
-    assert (tmp_path / "density.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["compiled loss", "sample_weight"])
@@ -352,7 +382,7 @@ def test_unusable_out_fails_before_any_work(saved, tmp_path, capsys, monkeypatch
     def no_work(*args, **kwargs):
         raise AssertionError("the command started working")
 
-    monkeypatch.setattr(tfhess_linop.cli, "_load_model", no_work)
+    monkeypatch.setattr(tfhess_linop.cli, "load_model", no_work)
     monkeypatch.setattr("tfhess_linop.demo.run_demo", no_work)
     folder, _ = saved
     out, message = case(tmp_path)
@@ -628,11 +658,11 @@ def test_native_log_filter_drops_only_tensorflow_lines(capfd):
         b"aborting\n\t [[{{node compile_loss/SparseSoftmaxCrossEntropyWithLogits}}]]\n"
     )
     kept = b"a line of the user's\nFatal: kept\n\rprogress 1/2\rprogress 2/2\nWait"
-    with _NativeLogFilter():
+    with NativeLogFilter():
         os.write(2, native[:70])
         os.write(2, native[70:] + kept)
     assert capfd.readouterr().err == kept.decode()
-    with _NativeLogFilter(enabled=False):
+    with NativeLogFilter(enabled=False):
         os.write(2, native)
     assert capfd.readouterr().err == native.decode()
 

@@ -8,10 +8,15 @@ Keras callback's budget.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["BudgetSpent", "CountedOperator", "progress_bar"]
+__all__ = ["BudgetSpent", "CountedOperator", "counting", "progress_bar"]
+
+# A progress bar of `counting` appears only on passes longer than this (seconds).
+DELAY = 1.0
 
 
 class BudgetSpent(RuntimeError):
@@ -65,3 +70,17 @@ def progress_bar(description, *, show, total=None, delay=0.0):
     return tqdm(
         desc=description, total=total, unit="hvp", delay=delay, disable=not show, leave=False
     )
+
+
+@contextlib.contextmanager
+def counting(operator, description, show, total=None):
+    """`operator` as a `CountedOperator` advancing a progress bar while the block runs.
+
+    The bar (only if `show`) appears once the pass has lasted `DELAY`
+    seconds; `total` is the number of products, when known.
+    """
+    bar = progress_bar(description, show=show, total=total, delay=DELAY)
+    try:
+        yield CountedOperator(operator, bar)
+    finally:
+        bar.close()
