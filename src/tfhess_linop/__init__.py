@@ -60,6 +60,12 @@ _EXPORTS = {
     "Hessian": "hessian",
     "HessianOperator": "linop",
     "as_linop": "linop",
+    # curvature beyond the Hessian
+    "CurvatureOperator": "curvature",
+    "EmpiricalFisher": "curvature",
+    "Fisher": "curvature",
+    "GGN": "curvature",
+    "PerformanceWarning": "_engine",
     # eigenvalues
     "eigsh": "eigen",
     "lobpcg": "eigen",

@@ -7,6 +7,7 @@ Every public function of :mod:`eigen`, :mod:`svd`, :mod:`solve`,
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -62,7 +63,28 @@ def collective(A, name, **arguments):
     comm = communicator(A)
     if not hasattr(comm, "Allreduce"):
         comm = None
-    return _mpi.collective_call(comm, name, A=A, **arguments)
+    return _Call(_mpi.collective_call(comm, name, A=A, **arguments), A)
+
+
+class _Call(contextlib.ExitStack):
+    """A collective call that also keeps a Hessian's passes at a fixed point.
+
+    Inside a package algorithm the parameters do not move (and if a
+    callback moves them, the fixed point sees it), so the Hessian's
+    primal passes are computed once per point: see `Hessian.fixed_point`.
+    """
+
+    def __init__(self, call, A):
+        super().__init__()
+        self._call, self._A = call, A
+
+    def __enter__(self):
+        super().__enter__()
+        token = self.enter_context(self._call)
+        fixed_point = getattr(getattr(self._A, "hessian", self._A), "fixed_point", None)
+        if callable(fixed_point):
+            self.enter_context(fixed_point())
+        return token
 
 
 def positive_integer(value, name, *, upper=None, upper_text=None):

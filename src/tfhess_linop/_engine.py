@@ -123,6 +123,9 @@ class Engine:
             self.hvp = routes((hvp(self._reverse), vector + batch, None))
             self.action = routes((action(self._reverse), vector + batch, None))
         self.hvp_columns = routes((vectorised(block), matrix + batch, None), looped)
+        # Queues cannot be compiled by XLA; the server runs as a plain graph.
+        queue = [tf.TensorSpec([], tf.resource)] * 2
+        self.serve = tf.function(self._serve, input_signature=queue + batch)
 
     @property
     def functions(self):
@@ -204,6 +207,70 @@ class Engine:
 
         columns = tf.map_fn(column, tf.transpose(matrix), fn_output_signature=tf.float64)
         return tf.transpose(columns)
+
+    def _serve(self, requests, replies, *batch):
+        """Answer product requests at the current parameters until told to stop.
+
+        The forward and backward passes run once, before the loop; each
+        request (an (n, k) float64 block and a command) is answered with
+        ``H @ block`` by one more backward pass per column, and with whether
+        the parameters still hold the values the passes read.
+        """
+        snapshot = [_bits(tf.identity(v)) for v in self.variables]
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
+            outer.watch(self.variables)
+            _, grads = self._gradient(*batch)
+        n = self.layout.n
+
+        def column(vector):
+            hv = outer.gradient(
+                grads,
+                self.variables,
+                output_gradients=self.layout.split(vector),
+                unconnected_gradients=_ZERO,
+            )
+            return self.layout.concat(_dense(hv))
+
+        def body(running):
+            matrix, command = tf.raw_ops.QueueDequeueV2(
+                handle=requests, component_types=[tf.float64, tf.int32]
+            )
+            matrix = tf.ensure_shape(matrix, [n, None])
+            # Read the parameters after the request arrived, not when the
+            # iteration began (before the caller's last assignment).
+            with tf.control_dependencies([matrix]):
+                moved = [
+                    tf.reduce_any(tf.not_equal(_bits(v), s))
+                    for v, s in zip(self.variables, snapshot, strict=True)
+                ]
+            stale = tf.reduce_any(tf.stack(moved)) if moved else tf.constant(False)
+
+            def looped():
+                columns = tf.map_fn(
+                    column,
+                    tf.transpose(matrix),
+                    fn_output_signature=tf.TensorSpec([n], tf.float64),
+                )
+                return tf.transpose(columns)
+
+            # One column (the common case) without the loop's overhead.
+            product = tf.cond(
+                tf.equal(tf.shape(matrix)[1], 1),
+                lambda: column(matrix[:, 0])[:, None],
+                looped,
+            )
+            reply = tf.raw_ops.QueueEnqueueV2(handle=replies, components=[product, stale])
+            with tf.control_dependencies([reply]):
+                return tf.equal(tf.ensure_shape(command, []), 0)
+
+        tf.while_loop(lambda running: running, body, [tf.constant(True)])
+        return tf.constant(0)
+
+
+def _bits(tensor):
+    """The bit pattern of a floating-point tensor, as integers (NaN equals itself)."""
+    integer = {2: tf.int16, 4: tf.int32, 8: tf.int64}[tensor.dtype.size]
+    return tf.bitcast(tensor, integer)
 
 
 _LOOP_WARNING = (

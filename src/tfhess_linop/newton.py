@@ -274,7 +274,10 @@ class NewtonCG:
         interrupted or a loss evaluation raises, the variables are restored
         to the step's starting point before the exception propagates.
         """
-        with _mpi.collective_call(self.hessian.comm, "NewtonCG.step", n=self.hessian.n):
+        with (
+            _mpi.collective_call(self.hessian.comm, "NewtonCG.step", n=self.hessian.n),
+            self.hessian.fixed_point(),
+        ):
             value, gradient = self.hessian.value_and_gradient()
             record, _, _ = self._step(value, gradient)
             return record
@@ -300,13 +303,16 @@ class NewtonCG:
         -------
         NewtonHistory
         """
-        with _mpi.collective_call(
-            self.hessian.comm,
-            "NewtonCG.minimize",
-            n=self.hessian.n,
-            steps=steps,
-            gtol=gtol,
-            callback=callback,
+        with (
+            _mpi.collective_call(
+                self.hessian.comm,
+                "NewtonCG.minimize",
+                n=self.hessian.n,
+                steps=steps,
+                gtol=gtol,
+                callback=callback,
+            ),
+            self.hessian.fixed_point(),
         ):
             steps = _checks.nonnegative_integer(steps, "steps")
             gtol = _checks.nonnegative_real(gtol, "gtol")

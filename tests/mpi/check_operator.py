@@ -9,6 +9,7 @@ a JSON report to ``sys.argv[1]``; any failed check raises (non-zero exit).
 import json
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -81,6 +82,23 @@ for name, H in (("shard=True", parallel), ("shard=False", local)):
     identical_on_all_ranks(f"{name}: matmat", H.hvp(probe))
     identical_on_all_ranks(f"{name}: dense", H.dense())
 
+# Products at a fixed point: the same operator, kept passes per batch, and a
+# point that moves in the middle of the block.
+with parallel.fixed_point() as point:
+    close("fixed point: hvp", parallel.hvp(probe[:, 0]), serial.hvp(probe[:, 0]))
+    close("fixed point: matmat", parallel.hvp(probe), serial.hvp(probe))
+    identical_on_all_ranks("fixed point: matmat", parallel.hvp(probe))
+    moved = parallel.parameters() * 0.9
+    with parallel.at(moved), serial.at(moved):
+        close("fixed point: moved", parallel.hvp(probe), serial.hvp(probe))
+    assert point.active and point.starts == 2, (point.active, point.starts)
+# A budget that only rank 0 cannot meet: every rank computes as outside the block.
+with parallel.fixed_point(memory_budget=1 if rank == 0 else 2**40) as point:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", thl.PerformanceWarning)
+        close("fixed point over budget on one rank", parallel.hvp(probe), serial.hvp(probe))
+    identical_on_all_ranks("fixed point over budget: active", point.active)
+    assert point.active is False
 
 # A plain loss returning this rank's contribution: the operator sums them.
 w = tf.Variable(np.linspace(-1.0, 1.0, 6))

@@ -1,0 +1,202 @@
+"""Products at a fixed point (`Hessian.fixed_point`) against the plain products.
+
+The reference of every check is the same Hessian's product outside the
+block (itself checked against nested-tape dense Hessians in test_hessian and
+test_keras_objective) or a dense Hessian built here by nested tapes.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfhess_linop as thl
+from tfhess_linop import _fixed_point
+
+
+def _data(n_samples=24, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_samples, features)), rng.integers(0, 3, n_samples)
+
+
+def _mlp(batch_norm=False):
+    keras.utils.set_random_seed(0)
+    layers = [
+        keras.Input((6,), dtype="float64"),
+        keras.layers.Dense(5, activation="tanh", dtype="float64"),
+    ]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(dtype="float64"))
+    layers.append(keras.layers.Dense(3, dtype="float64"))
+    model = keras.Sequential(layers)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _embedding():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(7, 3, dtype="float64"),
+            keras.layers.GlobalAveragePooling1D(dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _rnn():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 2), dtype="float64"),
+            keras.layers.SimpleRNN(3, dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _case(kind):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 12)
+    if kind == "embedding":
+        return _embedding(), rng.integers(0, 7, (12, 5)), y, {}
+    if kind == "rnn":
+        return _rnn(), rng.standard_normal((12, 4, 2)), y, {}
+    x, y = _data(12)
+    if kind == "batchnorm-train":
+        return _mlp(batch_norm=True), x, y, {"training": True, "allow_batch_dependence": True}
+    if kind == "batchnorm-infer":
+        return _mlp(batch_norm=True), x, y, {}
+    return _mlp(), x, y, {}
+
+
+CASES = [
+    ("mlp", None),
+    ("mlp", 5),
+    ("batchnorm-infer", 5),
+    ("batchnorm-train", None),
+    ("embedding", 5),
+    ("rnn", 5),
+]
+
+
+# The plain blocks of the RNN warn that they loop over columns.
+@pytest.mark.filterwarnings("ignore::tfhess_linop.PerformanceWarning")
+@pytest.mark.parametrize(("kind", "batch_size"), CASES)
+def test_fixed_point_products_equal_plain_products(kind, batch_size):
+    model, x, y, options = _case(kind)
+    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=batch_size, **options)
+    V = np.random.default_rng(4).standard_normal((H.n, 3))
+    plain, plain_one = H.hvp(V), H.hvp(V[:, 0])
+    state = [v.numpy().copy() for v in model.variables]
+    with H.fixed_point() as point:
+        fixed, fixed_one = H.hvp(V), H.hvp(V[:, 0])
+    scale = np.abs(plain).max()
+    np.testing.assert_allclose(fixed, plain, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(fixed_one, plain_one, rtol=0, atol=1e-13 * scale)
+    assert point.active and point.starts == 1
+    # Nothing of the model changed: parameters, BatchNorm statistics, seeds.
+    for before, variable in zip(state, model.variables, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), before)
+
+
+def test_assignments_and_optimizer_steps_invalidate_the_passes():
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    # The reference: a second Hessian of the same model, products outside any block.
+    reference = thl.Hessian.from_keras(model, x=x, y=y).dense
+    eye = np.eye(H.n)
+    optimizer = keras.optimizers.SGD(0.5)
+    with H.fixed_point() as point:
+        np.testing.assert_allclose(H.hvp(eye), reference(), atol=1e-12)
+        # set_parameters
+        H.set_parameters(H.parameters() + 0.1)
+        np.testing.assert_allclose(H.hvp(eye), reference(), atol=1e-12)
+        assert point.starts == 2
+        # an optimizer step, which the Hessian does not see coming
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y=y, y_pred=model(x))
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        np.testing.assert_allclose(H.hvp(eye), reference(), atol=1e-12)
+        assert point.starts == 3
+        # a change of a single entry of one variable
+        bias = model.layers[-1].bias
+        bias.assign(bias.numpy() + np.array([0.0, 0.0, 1e-3]))
+        np.testing.assert_allclose(H.hvp(eye), reference(), atol=1e-12)
+        assert point.starts == 4
+
+
+def test_over_the_memory_budget_the_plain_route_is_taken_and_reported():
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    v = np.random.default_rng(5).standard_normal(H.n)
+    with (
+        pytest.warns(thl.PerformanceWarning, match="over the budget of 0 MiB"),
+        H.fixed_point(memory_budget=100) as point,
+    ):
+        result = H.hvp(v)
+    assert point.active is False and point.estimated_bytes > 100
+    assert "recomputes the forward and backward passes" in point.reason
+    np.testing.assert_allclose(result, H.hvp(v), rtol=0, atol=0)
+    with H.fixed_point() as point:
+        H.hvp(v)
+    assert point.active and 100 < point.estimated_bytes < _fixed_point.default_memory_budget()
+
+
+def test_forward_mode_and_xla_do_not_take_the_fixed_point():
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y, mode="forward-over-reverse")
+    with H.fixed_point() as point:
+        H.hvp(np.ones(H.n))
+    assert point.active is False and "forward-over-reverse" in point.reason
+
+
+def test_package_algorithms_enter_the_fixed_point(monkeypatch):
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    calls = []
+    product = _fixed_point.FixedPoint.product
+
+    def counted(self, matrix):
+        calls.append(matrix.shape[1])
+        return product(self, matrix)
+
+    monkeypatch.setattr(_fixed_point.FixedPoint, "product", counted)
+    A = thl.as_linop(H)
+    dense = A.toarray()
+    assert not calls  # outside any algorithm: plain products
+    values = thl.eigsh(A, k=2, which="LA", return_eigenvectors=False)
+    np.testing.assert_allclose(np.sort(values), np.linalg.eigvalsh(dense)[-2:], rtol=1e-9)
+    assert len(calls) > 2
+    calls.clear()
+    result = thl.cg(A, np.ones(H.n), rtol=1e-8, maxiter=5)
+    assert len(calls) >= 1 and result.x.shape == (H.n,)
+    calls.clear()
+    thl.NewtonCG(H, max_cg_iter=3).step()
+    assert calls
+
+
+def test_an_error_inside_the_passes_raises_instead_of_hanging():
+    w = tf.Variable([1.0, 2.0], dtype=tf.float64)
+
+    def loss(w):
+        return tf.reduce_sum(tf.debugging.check_numerics(w, "bad weights") ** 3)
+
+    H = thl.Hessian(loss, w)
+    with H.fixed_point():
+        np.testing.assert_allclose(H.hvp(np.eye(2)), np.diag([6.0, 12.0]))
+        w.assign([np.inf, 1.0])
+        with pytest.raises(tf.errors.InvalidArgumentError, match="bad weights"):
+            H.hvp(np.eye(2))
+        w.assign([1.0, 1.0])
+        np.testing.assert_allclose(H.hvp(np.eye(2)), np.diag([6.0, 6.0]))
