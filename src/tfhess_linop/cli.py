@@ -36,7 +36,6 @@ from ._cli_inputs import (
     prepare_folder,
 )
 from ._cli_logs import NativeLogFilter
-from ._progress import counting
 
 __all__ = ["main"]
 
@@ -255,6 +254,7 @@ def _spectrum(args):
 
     import numpy as np
 
+    from ._progress import counting
     from .eigen import eigsh
     from .hessian import Hessian
     from .linop import as_linop
