@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+from .curvature import CurvatureOperator
 from .hessian import Hessian
 
 __all__ = ["HessianOperator", "as_linop"]
@@ -19,7 +20,8 @@ class HessianOperator(LinearOperator):
 
     Parameters
     ----------
-    hessian : Hessian
+    hessian : Hessian or CurvatureOperator
+        A Hessian, or a `GGN`, `Fisher` or `EmpiricalFisher`.
 
     Attributes
     ----------
@@ -54,9 +56,10 @@ class HessianOperator(LinearOperator):
     """
 
     def __init__(self, hessian):
-        if not isinstance(hessian, Hessian):
+        if not isinstance(hessian, (Hessian, CurvatureOperator)):
             raise TypeError(
-                f"`hessian` must be a tfhess_linop.Hessian; got {type(hessian).__name__}."
+                "`hessian` must be a tfhess_linop.Hessian, GGN, Fisher or EmpiricalFisher; "
+                f"got {type(hessian).__name__}."
             )
         self.hessian = hessian
         self.comm = hessian.comm
@@ -137,8 +140,9 @@ def as_linop(hessian):
 
     Parameters
     ----------
-    hessian : Hessian or HessianOperator
-        A `HessianOperator` is returned as it is.
+    hessian : Hessian, CurvatureOperator or HessianOperator
+        A `HessianOperator` is returned as it is; a `GGN`, `Fisher` or
+        `EmpiricalFisher` is wrapped as a Hessian is.
 
     Returns
     -------
