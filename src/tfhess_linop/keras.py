@@ -49,7 +49,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
     ----------
     x : array_like, nest, DataFrame, tf.data.Dataset or keras.utils.PyDataset
         The data the Hessian is taken on (held-out data, or a fixed subset
-        of the training data), as for :meth:`Hessian.from_keras`; a dataset
+        of the training data), as for `tfhess_linop.Hessian.from_keras`; a dataset
         must be finite.
     y : array_like or nest of array_like, optional
         Targets (not with a dataset).
@@ -72,7 +72,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
         converged to `tol` within its share logs NaN for the eigenvalues it
         did not find and warns.
     tol : float, default: 1e-6
-        Relative accuracy of the eigenvalues' Ritz residuals, as for `eigsh`
+        Relative accuracy of the eigenvalues' Ritz residuals, as for `tfhess_linop.eigsh`
         (the eigenvalues themselves are accurate to about its square).
     every : int, default: 1
         Evaluate every `every` epochs (after epochs `every`, 2 `every`, ...)
@@ -106,7 +106,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
         steps so far), ``eigenvalues`` (largest first), ``eig_min``,
         ``trace``, ``trace_standard_error``, ``hvps`` (products spent) and
         ``seconds``.
-    hessian : Hessian or None
+    hessian : tfhess_linop.Hessian or None
         The Hessian, built when training begins and re-used: it reads the
         model's current weights at every product.
 
@@ -115,7 +115,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
     ValueError, TypeError
         At construction, for arguments out of range or of the wrong type;
         when training begins, for data that do not fit the model or a model
-        that is not compiled (as :meth:`Hessian.from_keras`).
+        that is not compiled (as `tfhess_linop.Hessian.from_keras`).
 
     See Also
     --------
