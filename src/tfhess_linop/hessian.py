@@ -278,6 +278,8 @@ class Hessian:
             check_deterministic=check_deterministic,
         )
         self.n_samples = objective.n_global
+        # The curvature operators (GGN, Fisher) of the same objective start from it.
+        self._objective = objective
         return self
 
     def _setup(
