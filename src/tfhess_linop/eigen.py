@@ -21,6 +21,7 @@ import scipy.sparse
 import scipy.sparse.linalg as sla
 
 from . import _checks, _mpi
+from ._linalg import single_threaded_blas
 from .inverses import inverse
 
 __all__ = ["eigsh", "lobpcg", "power_iteration"]
@@ -213,9 +214,18 @@ def eigsh(
         given = A
         A, k, v0, ncv, tol, maxiter = _iv_eigsh(A, k, which, v0, ncv, sigma, tol, maxiter)
         A, OPinv, tol = _shift_invert(A, given, sigma, M, OPinv, tol)
-        return sla.eigsh(
-            A, k=k, sigma=sigma, v0=v0, ncv=ncv, maxiter=maxiter, tol=tol, OPinv=OPinv, **options
-        )
+        with single_threaded_blas():
+            return sla.eigsh(
+                A,
+                k=k,
+                sigma=sigma,
+                v0=v0,
+                ncv=ncv,
+                maxiter=maxiter,
+                tol=tol,
+                OPinv=OPinv,
+                **options,
+            )
 
 
 def _iv_lobpcg(A, k, X, Y, tol, maxiter, rng):
@@ -309,7 +319,8 @@ def lobpcg(
             w, v = np.linalg.eigh(_symmetric_dense(A, n))
             select = slice(n - k, n) if largest else slice(0, k)
             return w[select], v[:, select]
-        w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
+        with single_threaded_blas():
+            w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
         order = np.argsort(w)
         return w[order], v[:, order]
 
@@ -428,14 +439,19 @@ def power_iteration(A, which="LM", *, tol=1e-6, maxiter=1000, v0=None, rng=None)
         A, "power_iteration", which=which, tol=tol, maxiter=maxiter, v0=v0, rng=rng
     ):
         A, tol, maxiter, v0 = _iv_power_iteration(A, which, tol, maxiter, v0, rng)
-        theta, v, info, norm_av = _power(A, v0, 0.0, tol, maxiter)
-        if which == "LM" or (info == 0 and (theta >= 0) == (which == "LA")):
-            return theta, v, info
-        if info == 0:
-            shift = theta
-        else:
-            # No dominant eigenvalue (e.g. ±λ): ‖A v‖ <= ‖A‖ still puts the shift
-            # on the side of the spectrum opposite to the wanted end.
-            shift = -norm_av if which == "LA" else norm_av
-        mu, v, info, _ = _power(A, v0, shift, tol, maxiter)
-        return mu + shift, v, info
+        with single_threaded_blas():
+            return _power_iteration(A, which, tol, maxiter, v0)
+
+
+def _power_iteration(A, which, tol, maxiter, v0):
+    theta, v, info, norm_av = _power(A, v0, 0.0, tol, maxiter)
+    if which == "LM" or (info == 0 and (theta >= 0) == (which == "LA")):
+        return theta, v, info
+    if info == 0:
+        shift = theta
+    else:
+        # No dominant eigenvalue (e.g. ±λ): ‖A v‖ <= ‖A‖ still puts the shift
+        # on the side of the spectrum opposite to the wanted end.
+        shift = -norm_av if which == "LA" else norm_av
+    mu, v, info, _ = _power(A, v0, shift, tol, maxiter)
+    return mu + shift, v, info

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, _mpi
+from ._linalg import orthonormal_columns, single_threaded_blas
 from .eigen import eigsh
 
 __all__ = ["randomized_svd", "svds"]
@@ -224,16 +225,19 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
     >>> np.allclose(s, 0.8 ** np.arange(5), rtol=1e-12)
     True
     """
-    with _checks.collective(
-        A, "randomized_svd", k=k, oversample=oversample, n_iter=n_iter, method=method, rng=rng
+    with (
+        _checks.collective(
+            A, "randomized_svd", k=k, oversample=oversample, n_iter=n_iter, method=method, rng=rng
+        ),
+        single_threaded_blas(),
     ):
         A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
         width = min(k + oversample, n)
         omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
-        Q = _checks.orthonormal_columns(_matmat(A, omega))
+        Q = orthonormal_columns(_matmat(A, omega))
         if method == "subspace":
             for _ in range(n_iter):
-                Q = _checks.orthonormal_columns(_matmat(A, Q))
+                Q = orthonormal_columns(_matmat(A, Q))
             AQ = _matmat(A, Q)
         else:
             blocks, products = [Q], []
@@ -243,7 +247,7 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
                     break
                 products.append(_matmat(A, blocks[-1]))
                 basis = np.hstack(blocks)
-                blocks.append(_checks.orthonormal_columns(products[-1][:, :room], basis))
+                blocks.append(orthonormal_columns(products[-1][:, :room], basis))
             products.append(_matmat(A, blocks[-1]))
             Q, AQ = np.hstack(blocks), np.hstack(products)
         # A = Aᵀ, so Qᵀ A = (A Q)ᵀ: no product with Aᵀ.

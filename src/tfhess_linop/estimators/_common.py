@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _mpi
 from .._checks import collective, communicator, generator, integer_at_least, square_operator
+from .._linalg import orthonormal_qr, single_threaded_blas
 
 # Probe entries of the Hutchinson-type estimators.
 PROBE_DISTRIBUTIONS = ("rademacher", "normal")
@@ -50,13 +51,16 @@ def hutchinson_call(name, A, num_matvecs, rng, distribution, block_size):
 
     Collective over the operator's communicator (see `_checks.collective`).
     """
-    with collective(
-        A,
-        name,
-        num_matvecs=num_matvecs,
-        rng=rng,
-        distribution=distribution,
-        block_size=block_size,
+    with (
+        collective(
+            A,
+            name,
+            num_matvecs=num_matvecs,
+            rng=rng,
+            distribution=distribution,
+            block_size=block_size,
+        ),
+        single_threaded_blas(),
     ):
         yield iv_hutchinson(A, num_matvecs, rng, distribution, block_size)
 
@@ -108,19 +112,20 @@ def standard_error(samples, axis=0):
 
 
 def orthonormal_range(Y):
-    """Orthonormal basis of range(`Y`) in singular-vector form, and the rank.
+    """Orthonormal basis of range(`Y`), the SVD of its triangular factor, and the rank.
 
-    Returns ``Q`` (n, s) with orthonormal columns, the singular values
-    ``sigma`` (s,) in decreasing order and ``Vt`` (s, s) orthogonal with
-    ``Y = Q @ diag(sigma) @ Vt``, and the numerical rank of `Y`.
+    Returns ``Q`` (n, s) with orthonormal columns and ``U`` (s, s), the
+    singular values ``sigma`` (s,) in decreasing order and ``Vt`` (s, s), all
+    orthogonal, with ``Y = Q @ U @ diag(sigma) @ Vt``, and the numerical rank
+    of `Y`. ``Q @ U`` holds the left singular vectors of `Y`; the callers fold
+    `U` into their small matrices instead of forming it (an n x s x s product).
     """
     n, s = Y.shape
-    Q, R = np.linalg.qr(Y)
-    U, sigma, Vt = np.linalg.svd(R, full_matrices=False)
-    Q = Q @ U
+    Q, R = orthonormal_qr(Y)
+    U, sigma, Vt = np.linalg.svd(R)
     tolerance = max(n, s) * np.finfo(np.float64).eps * (sigma[0] if s else 0.0)
     rank = int(np.count_nonzero(sigma > tolerance))
-    return Q, sigma, Vt, rank
+    return Q, U, sigma, Vt, rank
 
 
 def identity_diagonal(A, n, block_size, comm, progress=False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import collective
+from .._linalg import single_threaded_blas
 from ._common import (
     EstimatePair,
     apply,
@@ -263,7 +264,7 @@ def xdiag(A, num_matvecs, *, rng=None):
     >>> bool(np.max(np.abs(diagonal - np.diag(A))) < 1e-8)
     True
     """
-    with collective(A, "xdiag", num_matvecs=num_matvecs, rng=rng):
+    with collective(A, "xdiag", num_matvecs=num_matvecs, rng=rng), single_threaded_blas():
         A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XDiag")
         if m >= n:
             block_size = check_block_size(None, n, n)
@@ -272,15 +273,15 @@ def xdiag(A, num_matvecs, *, rng=None):
         s = m // 2
         Omega = draw_probes(rng, n, s, comm, "rademacher")
         Y = apply(A, Omega)
-        Q, sigma, Vt, rank = orthonormal_range(Y)
+        Q, U, sigma, Vt, rank = orthonormal_range(Y)
         if rank < s:
-            Q = Q[:, :rank]
+            Q = Q @ U[:, :rank]
             Z = apply(A, Q)
             samples = np.einsum("ij,ij->i", Q, Z)[:, None] + Omega * (Y - Q @ (Q.T @ Y))
             num_used = s + rank
         else:
             Z = apply(A, Q)
-            S = Vt / sigma[:, None]
+            S = (U / sigma) @ Vt
             norms = np.linalg.norm(S, axis=0)
             S /= norms
             QS = Q @ S

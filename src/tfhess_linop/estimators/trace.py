@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import collective, generator, integer_at_least
+from .._linalg import orthonormal_qr, single_threaded_blas
 from ._common import (
     PROBE_DISTRIBUTIONS,
     EstimatePair,
@@ -207,16 +208,17 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     >>> bool(abs(estimate - np.trace(A)) < 0.02 * np.trace(A))
     True
     """
-    with collective(
-        A, "hutchpp_trace", num_matvecs=num_matvecs, rng=rng, distribution=distribution
+    with (
+        collective(A, "hutchpp_trace", num_matvecs=num_matvecs, rng=rng, distribution=distribution),
+        single_threaded_blas(),
     ):
         A, n, comm, m, rng, distribution = _iv_hutchpp_trace(A, num_matvecs, rng, distribution)
         if m >= n:
             return _exact_trace(A, n, comm)
         s = m // 3
         S = draw_probes(rng, n, s, comm, "normal")
-        Q, _ = np.linalg.qr(apply(A, S))
-        low_rank_part = np.einsum("ij,ij->", Q, apply(A, Q))
+        Q, _ = orthonormal_qr(apply(A, S))
+        low_rank_part = np.vdot(Q, apply(A, Q))
         G = draw_probes(rng, n, m - 2 * s, comm, distribution)
         G -= Q @ (Q.T @ G)
         remainder = np.einsum("ij,ij->j", G, apply(A, G))
@@ -299,38 +301,39 @@ def xtrace(A, num_matvecs, *, rng=None):
     >>> bool(abs(estimate - np.trace(A)) < 0.01 * np.trace(A))
     True
     """
-    with collective(A, "xtrace", num_matvecs=num_matvecs, rng=rng):
+    with collective(A, "xtrace", num_matvecs=num_matvecs, rng=rng), single_threaded_blas():
         A, n, comm, m, rng = iv_exchangeable(A, num_matvecs, rng, "XTrace")
         if m >= n:
             return _exact_trace(A, n, comm)
         s = m // 2
         Omega = draw_probes(rng, n, s, comm, "normal")
         Y = apply(A, Omega)
-        Q, sigma, Vt, rank = orthonormal_range(Y)
+        Q, U, sigma, Vt, rank = orthonormal_range(Y)
         if rank < s:
-            samples = _rank_deficient_samples(A, Omega, Y, Q[:, :rank], n)
+            samples = _rank_deficient_samples(A, Omega, Y, Q @ U[:, :rank], n)
             num_used = s + rank
         else:
-            samples = _leave_one_out_samples(A, Omega, Q, sigma, Vt, n)
+            samples = _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n)
             num_used = 2 * s
         return TraceEstimate(
             samples.mean(), standard_error(samples), method="xtrace", num_matvecs=num_used
         )
 
 
-def _leave_one_out_samples(A, Omega, Q, sigma, Vt, n):
+def _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n):
     """The XTrace samples t_i for a sketch ``Y = Q @ B`` of full column rank.
 
-    Here ``B = diag(sigma) @ Vt``; the columns of ``B^{-T} = diag(1/sigma) @ Vt``,
-    normalised, are the directions that leaving out one column of ``Y`` removes.
+    Here ``B = U @ diag(sigma) @ Vt``; the columns of ``B^{-T} = U @ diag(1/sigma)
+    @ Vt``, normalised, are the directions that leaving out one column of ``Y``
+    removes.
     """
     s = Vt.shape[0]
     Z = apply(A, Q)
     H = Q.T @ Z
     H = (H + H.T) / 2
     W = Q.T @ Omega
-    B = sigma[:, None] * Vt
-    S = Vt / sigma[:, None]
+    B = (U * sigma) @ Vt
+    S = (U / sigma) @ Vt
     norms = np.linalg.norm(S, axis=0)
     S /= norms
     # With w_i = Q^T omega_i and c_i = (I - s_i s_i^T) w_i, P_(i) omega_i = Q c_i,
@@ -357,4 +360,4 @@ def _rank_deficient_samples(A, Omega, Y, Q, n):
     AU = Y - Z @ W
     residual_norms = np.einsum("ij,ij->j", U, U)
     remainder = np.einsum("ij,ij->j", U, AU)
-    return np.einsum("ij,ij->", Q, Z) + (n - r) / residual_norms * remainder
+    return np.vdot(Q, Z) + (n - r) / residual_norms * remainder

@@ -1,0 +1,96 @@
+"""Cholesky QR and the BLAS thread limit of the algorithms, against NumPy's Householder QR."""
+
+import numpy as np
+import pytest
+import threadpoolctl
+
+from tfhess_linop import _linalg
+
+N, S = 600, 24
+
+
+def _with_singular_values(values, seed=0):
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.standard_normal((N, len(values))))[0]
+    V = np.linalg.qr(rng.standard_normal((len(values), len(values))))[0]
+    return (U * values) @ V
+
+
+def _blocks():
+    rng = np.random.default_rng(1)
+    gaussian = rng.standard_normal((N, S))
+    duplicate = gaussian.copy()
+    duplicate[:, 3] = duplicate[:, 7]
+    zero_column = gaussian.copy()
+    zero_column[:, 5] = 0.0
+    yield "gaussian", gaussian
+    for exponent in (4, 8, 12, 16, 24):
+        yield f"cond 1e{exponent}", _with_singular_values(np.logspace(0, -exponent, S))
+    yield "rank 3", gaussian[:, :3] @ rng.standard_normal((3, S))
+    yield "duplicate column", duplicate
+    yield "zero column", zero_column
+    yield "zero", np.zeros((N, S))
+    yield "tiny scale", gaussian * 1e-200
+    yield "huge scale", gaussian * 1e160
+    yield "square", rng.standard_normal((S, S))
+    yield "one column", gaussian[:, :1]
+
+
+@pytest.mark.parametrize(("name", "Y"), list(_blocks()), ids=[name for name, _ in _blocks()])
+def test_orthonormal_qr_is_a_qr_factorisation(name, Y):
+    Q, R = _linalg.orthonormal_qr(Y)
+    s = Y.shape[1]
+    assert Q.shape == Y.shape and R.shape == (s, s)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(s), rtol=0, atol=20 * s * np.finfo(float).eps)
+    np.testing.assert_array_equal(np.tril(R, -1), 0.0)
+    # Norms relative to the largest entry, which neither overflow nor underflow.
+    largest = max(np.abs(Y).max(), np.finfo(float).tiny)
+    residual = np.linalg.norm((Y - Q @ R) / largest)
+    assert residual <= 20 * s * np.finfo(float).eps * np.linalg.norm(Y / largest)
+
+
+@pytest.mark.parametrize("exponent", [0, 6])
+def test_orthonormal_qr_equals_householder_up_to_signs(exponent):
+    Y = _with_singular_values(np.logspace(0, -exponent, S), seed=2)
+    Q, R = _linalg.orthonormal_qr(Y)
+    Q_ref, R_ref = np.linalg.qr(Y)
+    signs = np.sign(np.diag(R_ref))
+    assert np.all(np.diag(R) > 0)
+    tolerance = 1e-13 * 10.0**exponent
+    np.testing.assert_allclose(R, signs[:, None] * R_ref, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(Q, Q_ref * signs, rtol=0, atol=tolerance)
+
+
+def test_orthonormal_columns_against_a_basis():
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.standard_normal((N, 10)))[0]
+    # Mostly inside span(basis): the remainder is 1e-10 of the block.
+    Y = basis @ rng.standard_normal((10, 6)) + 1e-10 * rng.standard_normal((N, 6))
+    Q = _linalg.orthonormal_columns(Y, basis)
+    eps = np.finfo(float).eps
+    np.testing.assert_allclose(Q.T @ Q, np.eye(6), rtol=0, atol=100 * eps)
+    np.testing.assert_allclose(basis.T @ Q, 0.0, rtol=0, atol=100 * eps)
+    residual = Y - basis @ (basis.T @ Y)
+    # The remainder is only known to rounding of the projection, ~eps * ||Y||.
+    np.testing.assert_allclose(Q @ (Q.T @ residual), residual, rtol=0, atol=1e-14)
+
+
+def _blas_threads():
+    return [
+        entry["num_threads"]
+        for entry in threadpoolctl.threadpool_info()
+        if entry["user_api"] == "blas"
+    ]
+
+
+def test_single_threaded_blas_limits_and_restores():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        assert before and all(threads == 2 for threads in before)
+        with _linalg.single_threaded_blas():
+            inside = _blas_threads()
+            assert all(threads == 1 for threads in inside)
+            with _linalg.single_threaded_blas():
+                pass
+            assert _blas_threads() == inside
+        assert _blas_threads() == before
