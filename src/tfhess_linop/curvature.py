@@ -29,12 +29,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from . import _mpi
 from ._engine import _LOOP_WARNING, Routes, _dense
-from ._keras import keras_variables
-from ._objective import KerasObjective, _together
+from ._objective import _together
 from ._output_curvature import OutputSplit, output_losses, sample_hash
-from ._sources import DataSource
 from .hessian import Hessian, _symmetrize
 
 __all__ = ["GGN", "CurvatureOperator", "EmpiricalFisher", "Fisher"]
@@ -66,53 +63,45 @@ class CurvatureOperator:
     _name = "curvature operator"
 
     @classmethod
-    def _build(
-        cls,
-        model,
-        loss,
-        x,
-        y,
-        *,
-        sample_weight,
-        variables,
-        batch_size,
-        comm,
-        shard,
-        training,
-        model_losses,
-        allow_batch_dependence,
-        check_deterministic,
-        jit_compile,
-        mode,
-        **options,
-    ):
-        comm = _mpi.resolve_comm(comm)
-        tf_variables = keras_variables(model, variables)
-        source = DataSource(
-            x, y, sample_weight, batch_size=batch_size, comm=comm, shard=shard, model=model
-        )
-        objective = KerasObjective(
-            model,
-            loss,
-            source,
-            training=training,
-            model_losses=model_losses,
-            allow_batch_dependence=allow_batch_dependence,
-            comm=comm,
-        )
-        hessian = Hessian.__new__(Hessian)
-        hessian._setup(
-            tf_variables,
-            objective.contribution,
-            batches=source,
-            signature=source.signature,
-            comm=comm,
-            mode=mode,
-            jit_compile=jit_compile,
-            check_deterministic=check_deterministic,
-        )
-        hessian.n_samples = objective.n_global
+    def _build(cls, model, loss, x, y, *, mc_samples=None, seed=None, **arguments):
+        hessian = Hessian.from_keras(model, loss, x, y, **arguments)
+        options = {} if cls is not Fisher else {"mc_samples": mc_samples, "seed": seed}
+        return cls.from_hessian(hessian, **options)
+
+    @classmethod
+    def from_hessian(cls, hessian, **options):
+        """The operator of the objective of a `Hessian` built by `Hessian.from_keras`.
+
+        Collective over its `comm`. It shares the Hessian's data, batches,
+        variables and communicator. Options are those of the subclass's
+        ``from_keras`` beyond the Hessian's (`mc_samples` and `seed` for
+        `Fisher`).
+
+        Returns
+        -------
+        CurvatureOperator
+
+        Examples
+        --------
+        >>> import numpy as np, keras
+        >>> import tfhess_linop as thl
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, dtype="float64")])
+        >>> x = np.random.default_rng(0).standard_normal((8, 2))
+        >>> H = thl.Hessian.from_keras(model, "mse", x, np.zeros((8, 1)))
+        >>> np.allclose(thl.GGN.from_hessian(H).dense(), H.dense())  # a linear model
+        True
+        """
+        objective = getattr(hessian, "_objective", None)
+        if not isinstance(hessian, Hessian) or objective is None:
+            raise TypeError(
+                f"{cls.__name__}.from_hessian needs a Hessian built by Hessian.from_keras "
+                f"(a Keras model and its compiled loss); got {hessian!r}."
+            )
+        comm = hessian.comm
+        source = objective._source
         self = cls.__new__(cls)
+        if cls is CurvatureOperator:
+            raise TypeError("build a GGN, Fisher or EmpiricalFisher, not their base.")
         self._configure(**options)
         self._losses = _together(
             lambda: output_losses(objective, cls.__name__, fisher=cls is Fisher), comm
@@ -124,7 +113,7 @@ class CurvatureOperator:
         batch = list(source.signature)
         vector = [tf.TensorSpec([n], tf.float64)]
         matrix = [tf.TensorSpec([n, None], tf.float64)]
-        jit = bool(jit_compile)
+        jit = hessian._jit_compile
         self._single = tf.function(self._product, input_signature=vector + batch, jit_compile=jit)
         candidates = [
             (tf.function(self._vectorised, input_signature=matrix + batch, jit_compile=jit), None),

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from . import _checks, _mpi
+from .curvature import GGN, CurvatureOperator
 from .hessian import Hessian
 from .linop import HessianOperator, as_linop
 from .solve import cg
@@ -160,9 +161,11 @@ class NewtonCG:
 
     Parameters
     ----------
-    hessian : Hessian or HessianOperator
+    hessian : Hessian, HessianOperator, GGN or Fisher
         The loss to minimise and its derivatives, e.g.
-        ``Hessian.from_keras(model, loss, x, y)`` or ``Hessian(loss, variables)``.
+        ``Hessian.from_keras(model, loss, x, y)`` or ``Hessian(loss, variables)``;
+        a curvature operator (`GGN`, `Fisher`) replaces the Hessian in the
+        Newton system.
     max_cg_iter : int, optional
         CG iterations per step.
     cg_rtol : float, optional
@@ -176,12 +179,23 @@ class NewtonCG:
         β in (0, 1), the step-length reduction factor.
     max_backtrack : int, optional
         Trials per line search before the step is declared failed.
+    curvature : {None, "hessian", "ggn"}, optional
+        The matrix of the Newton system. None: that of `hessian` (the
+        Hessian, or the `GGN`/`Fisher` given). "ggn": the generalized
+        Gauss-Newton matrix of the same Keras objective (Hessian-free
+        optimisation à la Martens; `hessian` must come from
+        `Hessian.from_keras`): positive semi-definite for convex losses, so
+        with ``damping > 0`` CG meets no negative curvature and every step
+        descends.
 
     Attributes
     ----------
     hessian : Hessian
+        Gives the loss and gradient.
+    curvature : Hessian or CurvatureOperator
+        The matrix of the Newton system.
     operator : HessianOperator
-        Counts the Hessian-vector products (``operator.n_hvp``).
+        Counts its products (``operator.n_hvp``).
 
     See Also
     --------
@@ -234,14 +248,24 @@ class NewtonCG:
         armijo=1e-4,
         backtrack=0.5,
         max_backtrack=30,
+        curvature=None,
     ):
         if isinstance(hessian, HessianOperator):
             hessian = hessian.hessian
+        matrix = hessian
+        if isinstance(hessian, CurvatureOperator):
+            hessian = hessian.hessian
         if not isinstance(hessian, Hessian):
             raise TypeError(
-                "`hessian` must be a tfhess_linop.Hessian or HessianOperator, "
-                f"got {type(hessian).__name__}."
+                "`hessian` must be a tfhess_linop.Hessian, HessianOperator, GGN, Fisher or "
+                f"EmpiricalFisher, got {type(hessian).__name__}."
             )
+        if curvature == "ggn":
+            matrix = matrix if isinstance(matrix, GGN) else GGN.from_hessian(hessian)
+        elif curvature == "hessian":
+            matrix = hessian
+        elif curvature is not None:
+            raise ValueError(f"`curvature` must be 'hessian', 'ggn' or None; got {curvature!r}.")
         self.max_cg_iter = _checks.positive_integer(max_cg_iter, "max_cg_iter")
         self.cg_rtol = None if cg_rtol is None else _checks.nonnegative_real(cg_rtol, "cg_rtol")
         self.damping = _checks.nonnegative_real(damping, "damping")
@@ -251,7 +275,8 @@ class NewtonCG:
         self.armijo, self.backtrack = float(armijo), float(backtrack)
         self.max_backtrack = _checks.positive_integer(max_backtrack, "max_backtrack")
         self.hessian = hessian
-        self.operator = as_linop(hessian)
+        self.curvature = matrix
+        self.operator = as_linop(matrix)
         self._system = (
             self.operator if self.damping == 0.0 else _Damped(self.operator, self.damping)
         )
@@ -263,7 +288,8 @@ class NewtonCG:
         ``hessian_options`` go to :meth:`Hessian.from_keras` (``batch_size``,
         ``comm``, ...), the other keywords to :class:`NewtonCG`.
         """
-        return cls(Hessian.from_keras(model, loss, x, y, **(hessian_options or {})), **options)
+        hessian = Hessian.from_keras(model, loss, x, y, **(hessian_options or {}))
+        return cls(hessian, **options)
 
     # ----------------------------------------------------------------- steps
 
