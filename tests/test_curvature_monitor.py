@@ -13,6 +13,7 @@ for "training is unchanged".
 import csv
 import math
 import random
+import re
 import warnings
 
 import keras
@@ -245,10 +246,10 @@ def test_data_that_do_not_fit_fail_before_the_first_step():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[too_many])
 
 
-def test_budget_bounds_the_products_and_skipped_or_unconverged_values_are_nan(monkeypatch):
+def test_budget_bounds_the_products_and_skipped_or_unconverged_values_are_nan(monkeypatch, capsys):
     model = float64_model()
     x, y = data(3, 16)
-    monitor = CurvatureMonitor(x, y, k=3, tol=0.0, trace=False, max_hvps=9, every=2)
+    monitor = CurvatureMonitor(x, y, k=3, tol=0.0, trace=False, max_hvps=9, every=2, verbose=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
@@ -259,6 +260,8 @@ def test_budget_bounds_the_products_and_skipped_or_unconverged_values_are_nan(mo
     found = [v for v in record["eigenvalues"] if not math.isnan(v)]
     assert len(found) < 3
     assert math.isnan(history.history["hessian_eig_3"][1])
+    # verbose: a progress bar counted in products, towards the budget
+    assert re.search(r"Hessian at epoch 2: +\d+%.*/9 ", capsys.readouterr().err)
     # Should ARPACK ask for more products than its bound allows, the solve
     # stops at the budget: here the bound is made to allow twice as many.
     monkeypatch.setattr(
