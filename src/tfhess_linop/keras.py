@@ -267,14 +267,13 @@ class CurvatureMonitor(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
         if self.unit == "epoch":
             due = (epoch + 1) % self.every == 0
             values = self._evaluate(epoch, f"epoch {epoch + 1}") if due else None
         else:
             values = self._latest
-        logs.update(values or dict.fromkeys(self.keys, math.nan))
+        if logs is not None:
+            logs.update(values or dict.fromkeys(self.keys, math.nan))
 
     def _evaluate(self, epoch, when):
         """The log values at the current weights, and their record. Collective."""
