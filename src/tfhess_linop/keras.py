@@ -250,11 +250,11 @@ class CurvatureMonitor(keras.callbacks.Callback):
             )
             self.comm = self.hessian.comm
             self._hessian_model = self.model
-            if self.k >= self.hessian.n:
-                raise ValueError(
-                    f"`k` must be smaller than the number of parameters, {self.hessian.n}; "
-                    f"got {self.k}."
-                )
+        if self.k >= self.hessian.n:
+            raise ValueError(
+                f"`k` must be smaller than the number of parameters, {self.hessian.n}; "
+                f"got {self.k}."
+            )
         self._step = 0
         self._latest = None
 
@@ -288,7 +288,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
         started = time.perf_counter()
         show = self.verbose and _mpi.rank(self.comm) == 0
         solves = 1 + self.smallest
-        total = solves * self._share + (self.trace_matvecs if self.trace else 0)
+        total = solves * self._share + (min(self.trace_matvecs, H.n) if self.trace else 0)
         with progress_bar(f"Hessian at {when}", show=show, total=total) as bar:
             # One vector at a time, as ARPACK applies it anyway: Hutch++'s
             # blocks would trace the vectorised product once more (seconds),
