@@ -396,6 +396,40 @@ def test_unusable_out_fails_before_any_work(saved, tmp_path, capsys, monkeypatch
     assert message in lines[0]
 
 
+def test_plot_without_matplotlib_fails_before_any_work(saved, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    import tfhess_linop.cli
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started working")
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
+    monkeypatch.setattr(tfhess_linop.cli, "load_model", no_work)
+    folder, _ = saved
+    status = main(
+        [
+            "spectrum",
+            str(folder / "model.keras"),
+            str(folder / "data.npz"),
+            "--plot",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(lines) == 1
+    assert lines[0] == "tfhess-linop: error: --plot needs matplotlib, " + (
+        "which is not installed (pip install matplotlib)."
+    )
+
+
 def test_demo_runs_in_under_a_minute_and_checks_out(tmp_path):
     """The console script's demo; `python -m tfhess_linop` runs in the MPI test.
 
