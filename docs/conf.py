@@ -17,7 +17,8 @@ sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS.parent / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import intersphinx_offline  # noqa: E402  (from _ext, after the path is set)
+import gallery_hooks  # noqa: E402  (from _ext, after the path is set)
+import intersphinx_offline  # noqa: E402
 
 import tfhess_linop  # noqa: E402
 
@@ -33,12 +34,16 @@ extensions = [
     "sphinx.ext.extlinks",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    # MathJax served from the build itself, not from a CDN: pages render offline.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "numpydoc",
     "markdown_include",
+    "sphinx_gallery.gen_gallery",
+    "myst_nb",
 ]
 
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.ipynb"]
 templates_path = []
 # `name` in a docstring is a cross-reference when it names an object, and is
 # shown as code otherwise (parameter names).
@@ -112,12 +117,79 @@ intersphinx_mapping = intersphinx_offline.mapping(
 )
 intersphinx_timeout = 10
 
+# -- the gallery ---------------------------------------------------------------
+# Every script in examples/ is a sphinx-gallery example: a docstring with a
+# title, then ``# %%`` cells. The build runs each once (two at a time), shows
+# its printed output and its figures, and fails if one fails; the examples'
+# test reads the results of that same run (the JUnit report and the pages)
+# instead of running the scripts again. With ``CI=true`` the examples use
+# their small sizes.
+sphinx_gallery_conf = {
+    "examples_dirs": str(DOCS.parent / "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"\.py$",  # run every example, not only plot_*.py
+    "within_subsection_order": "gallery_hooks.teaching_order",
+    "reset_argv": "gallery_hooks.reset_argv",
+    "reset_modules": ("matplotlib", "gallery_hooks.reset_keras"),
+    "reset_modules_order": "before",
+    "parallel": int(os.environ.get("TFHESS_LINOP_GALLERY_JOBS", "2")),
+    "junit": "gallery-junit.xml",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "min_reported_time": 1,
+    "show_memory": False,
+    "capture_repr": (),
+    "image_srcset": [],
+    "thumbnail_size": (320, 224),
+}
+gallery_hooks.out_root()  # before the worker processes start: they share it
+
+# -- the notebook ----------------------------------------------------------------
+# examples/notebooks/hessian_tour.ipynb, linked into notebooks/, is stored
+# without outputs; myst-nb executes it once per build (a cell's failed
+# assertion fails the build) and shows its outputs. The notebook's test reads
+# the executed copy this build writes (jupyter_execute/).
+# The kernel draws with its inline backend, so a headless MPLBACKEND=Agg (the
+# gallery forces Agg on its own) must not reach it.
+os.environ.pop("MPLBACKEND", None)
+nb_execution_mode = "force"
+nb_execution_timeout = 180
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+# TensorFlow's C++ runtime writes its start-up lines to the kernel's stderr.
+nb_output_stderr = "remove"
+myst_enable_extensions = ["dollarmath"]
+
 # -- HTML --------------------------------------------------------------------
-html_theme = "alabaster"
+# SciPy's and NumPy's theme. Nothing is loaded from elsewhere at build time.
+html_theme = "pydata_sphinx_theme"
 html_title = f"tfhess_linop {release}"
 html_theme_options = {
-    "description": "The Hessian of a TensorFlow/Keras loss as a SciPy LinearOperator",
-    "fixed_sidebar": True,
-    "show_relbars": True,
+    "logo": {"text": f"tfhess_linop {version}"},
+    "navbar_align": "left",
+    "header_links_before_dropdown": 4,
+    "navbar_persistent": ["search-button"],
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version", "theme-version"],
 }
-html_static_path = []
+# No empty "Section Navigation" column on pages without sub-pages.
+html_sidebars = {
+    page: []
+    for page in (
+        "index",
+        "getting_started",
+        "auto_examples/index",
+        "notebooks/hessian_tour",
+        "cli",
+        "numsa",
+        "benchmarks",
+        "api",
+    )
+}
+html_static_path = ["_static"]
+html_css_files = ["tfhess_linop.css"]
+html_show_sourcelink = False

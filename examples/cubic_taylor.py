@@ -1,4 +1,7 @@
-"""Taylor test and eigenvalues of the seed's cubic loss, checked against the formulas.
+"""Taylor test of the seed's cubic loss
+====================================
+
+Taylor test and eigenvalues of the seed's cubic loss, checked against the formulas.
 
 The loss :math:`L(x, y) = 2x^3y^3` has the gradient
 :math:`(6x^2y^3, 6x^3y^2)` and the Hessian
@@ -74,60 +77,62 @@ def check_point(point, rng):
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out", help="directory for the figure")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
+# %%
+# The command line: ``--out`` is the folder for the figures.
 
-    print(
-        "L(x, y) = 2 x^3 y^3: exact Hessian at (1, 1) is [[12, 18], [18, 12]], eigenvalues 30, -6"
-    )
-    points = [np.array([1.0, 1.0])] + [rng.uniform(0.5, 1.5, 2) for _ in range(2 if QUICK else 5)]
-    results = [check_point(point, rng) for point in points]
+parser = argparse.ArgumentParser(description="Taylor test of the seed's cubic loss")
+parser.add_argument("--out", default="out", help="directory for the figure")
+parser.add_argument("--seed", type=int, default=0)
+args = parser.parse_args()
+out = pathlib.Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+rng = np.random.default_rng(args.seed)
 
-    # The seed's float32 variables: the remainder stops falling at the
-    # loss's rounding level (about 1e-7 relative), so the order is measured
-    # on the larger steps only.
-    w32 = tf.Variable([1.0, 1.0], dtype=tf.float32)
-    H32 = thl.Hessian(cubic, w32)
-    steps = 2.0 ** -np.arange(0, 14)
-    float32 = thl.taylor_test(H32, np.array([1.0, 1.0]) / np.sqrt(2), steps=steps)
-    assert abs(float32.order - 3) < 0.3, float32.order
-    print(f"  float32 at (1, 1): Taylor order {float32.order:.3f} (over the steps above rounding)")
-    np.testing.assert_allclose(H32.dense(), exact_hessian(1.0, 1.0), rtol=1e-6)
+# %%
+# Float64 at (1, 1) and at random points: gradient, products and the dense Hessian
+# against the formulas, power iteration against ``eigvalsh``, and the Taylor test.
+print("L(x, y) = 2 x^3 y^3: exact Hessian at (1, 1) is [[12, 18], [18, 12]], eigenvalues 30, -6")
+points = [np.array([1.0, 1.0])] + [rng.uniform(0.5, 1.5, 2) for _ in range(2 if QUICK else 5)]
+results = [check_point(point, rng) for point in points]
 
-    figure, ax = plt.subplots(figsize=(6.5, 4.5))
-    for index, (point, result) in enumerate(zip(points, results, strict=True)):
-        ax.loglog(
-            result.steps,
-            result.errors,
-            "o-",
-            markersize=4,
-            color=f"C{index}",
-            label=f"float64 at ({point[0]:.2f}, {point[1]:.2f}): order {result.order:.2f}",
-        )
+# %%
+# The seed's float32 variables: the remainder stops falling at the
+# loss's rounding level (about 1e-7 relative), so the order is measured
+# on the larger steps only.
+w32 = tf.Variable([1.0, 1.0], dtype=tf.float32)
+H32 = thl.Hessian(cubic, w32)
+steps = 2.0 ** -np.arange(0, 14)
+float32 = thl.taylor_test(H32, np.array([1.0, 1.0]) / np.sqrt(2), steps=steps)
+assert abs(float32.order - 3) < 0.3, float32.order
+print(f"  float32 at (1, 1): Taylor order {float32.order:.3f} (over the steps above rounding)")
+np.testing.assert_allclose(H32.dense(), exact_hessian(1.0, 1.0), rtol=1e-6)
+
+# %%
+# The remainders against the step: slope 3 in float64; float32 flattens at its
+# rounding level.
+figure, ax = plt.subplots(figsize=(6.5, 4.5))
+for index, (point, result) in enumerate(zip(points, results, strict=True)):
     ax.loglog(
-        float32.steps,
-        float32.errors,
-        "s--",
-        color="k",
+        result.steps,
+        result.errors,
+        "o-",
         markersize=4,
-        label="float32 at (1, 1): rounding floor ~1e-7 × L",
+        color=f"C{index}",
+        label=f"float64 at ({point[0]:.2f}, {point[1]:.2f}): order {result.order:.2f}",
     )
-    reference = results[0].errors[0] * (results[0].steps / results[0].steps[0]) ** 3
-    ax.loglog(results[0].steps, reference, ":", color="0.5", label="slope 3")
-    ax.set_xlabel("step h")
-    ax.set_ylabel("|L(w+hv) - L(w) - h gᵀv - ½h² vᵀHv|")
-    ax.set_title("Second-order Taylor remainder of 2x³y³")
-    ax.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "cubic_taylor.png", dpi=110)
-    print(f"wrote {out / 'cubic_taylor.png'}")
-
-
-if __name__ == "__main__":
-    main()
+ax.loglog(
+    float32.steps,
+    float32.errors,
+    "s--",
+    color="k",
+    markersize=4,
+    label="float32 at (1, 1): rounding floor ~1e-7 × L",
+)
+reference = results[0].errors[0] * (results[0].steps / results[0].steps[0]) ** 3
+ax.loglog(results[0].steps, reference, ":", color="0.5", label="slope 3")
+ax.set_xlabel("step h")
+ax.set_ylabel("|L(w+hv) - L(w) - h gᵀv - ½h² vᵀHv|")
+ax.set_title("Second-order Taylor remainder of 2x³y³")
+ax.legend(fontsize=7)
+figure.tight_layout()
+figure.savefig(out / "cubic_taylor.png", dpi=110)

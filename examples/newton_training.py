@@ -1,4 +1,7 @@
-"""Newton-CG training of small networks, against first-order optimizers.
+"""Newton-CG training against SGD and Adam
+=======================================
+
+Newton-CG training of small networks, against first-order optimizers.
 
 `tfhess_linop.NewtonCG` minimises a Keras model's mean loss on its full data
 with truncated Newton steps: Steihaug CG on the Newton system, steps along
@@ -106,76 +109,74 @@ def check_newton(history, dense, gradient, tolerance):
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out", help="directory for the figure")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    epochs = 1000 if QUICK else 4000
+# %%
+# The command line: ``--out`` is the folder for the figures.
 
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    # XOR is fitted exactly: Newton-CG converges to machine precision. The
-    # regression network's Hessian is ill-conditioned (eigenvalues from 1e-7
-    # to 1e2), as networks' Hessians are: Newton-CG makes steady progress
-    # without converging quadratically, so its checks are looser.
-    problems = (
-        (
-            "XOR, 2-2-1 tanh, MSE",
-            xor_problem(),
-            {"SGD (lr 0.5)": 0.5, "Adam (lr 0.05)": 0.05},
-            50,
-            1e-12,
-        ),
-        (
-            "regression sin(x)cos(y), 2-6-1 tanh, MSE",
-            regression_problem(args.seed),
-            {"Adam (lr 0.01)": 0.01},
-            60 if QUICK else 200,
-            1e-2,
-        ),
+parser = argparse.ArgumentParser(description="Newton-CG training against SGD and Adam")
+parser.add_argument("--out", default="out", help="directory for the figure")
+parser.add_argument("--seed", type=int, default=0)
+args = parser.parse_args()
+out = pathlib.Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+epochs = 1000 if QUICK else 4000
+
+# %%
+# Each problem from one initialisation: Newton-CG, then the first-order methods,
+# with the loss per iteration.
+figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+# XOR is fitted exactly: Newton-CG converges to machine precision. The
+# regression network's Hessian is ill-conditioned (eigenvalues from 1e-7
+# to 1e2), as networks' Hessians are: Newton-CG makes steady progress
+# without converging quadratically, so its checks are looser.
+problems = (
+    (
+        "XOR, 2-2-1 tanh, MSE",
+        xor_problem(),
+        {"SGD (lr 0.5)": 0.5, "Adam (lr 0.05)": 0.05},
+        50,
+        1e-12,
+    ),
+    (
+        "regression sin(x)cos(y), 2-6-1 tanh, MSE",
+        regression_problem(args.seed),
+        {"Adam (lr 0.01)": 0.01},
+        60 if QUICK else 200,
+        1e-2,
+    ),
+)
+for ax, (title, (x, y, hidden), baselines, steps, tolerance) in zip(axes, problems, strict=True):
+    print(f"{title}:")
+    model = make_model(x.shape[1], hidden, args.seed)
+    start = model.get_weights()
+    history, dense, gradient = newton(model, x, y, steps=steps)
+    check_newton(history, dense, gradient, tolerance)
+    ax.loglog(
+        range(1, len(history.losses) + 1),
+        history.losses,
+        "o-",
+        markersize=4,
+        label=f"Newton-CG ({len(history)} steps, {history.n_hvp} HVPs)",
     )
-    for ax, (title, (x, y, hidden), baselines, steps, tolerance) in zip(
-        axes, problems, strict=True
-    ):
-        print(f"{title}:")
-        model = make_model(x.shape[1], hidden, args.seed)
-        start = model.get_weights()
-        history, dense, gradient = newton(model, x, y, steps=steps)
-        check_newton(history, dense, gradient, tolerance)
-        ax.loglog(
-            range(1, len(history.losses) + 1),
-            history.losses,
-            "o-",
-            markersize=4,
-            label=f"Newton-CG ({len(history)} steps, {history.n_hvp} HVPs)",
+    for label, rate in baselines.items():
+        model.set_weights(start)
+        optimizer = (keras.optimizers.SGD if label.startswith("SGD") else keras.optimizers.Adam)(
+            learning_rate=rate
         )
-        for label, rate in baselines.items():
-            model.set_weights(start)
-            optimizer = (
-                keras.optimizers.SGD if label.startswith("SGD") else keras.optimizers.Adam
-            )(learning_rate=rate)
-            losses = first_order(model, x, y, optimizer, epochs)
-            # Iterations to come within 1e-6 (relative to the start) of Newton-CG's loss.
-            target = history.losses[-1] + 1e-6 * history.losses[0]
-            reached = np.flatnonzero(losses <= target)
-            needed = f"{reached[0]} epochs" if reached.size else f"not within {epochs} epochs"
-            print(
-                f"  {label}: loss {losses[0]:.3e} -> {losses[-1]:.3e} in {epochs} epochs; "
-                f"Newton-CG's loss (to 1e-6) reached: {needed}"
-            )
-            assert not reached.size or reached[0] > len(history), "Newton-CG needs fewer steps"
-            ax.loglog(range(1, len(losses) + 1), losses, "-", label=f"{label}, full batch")
-        ax.set_xlabel("iteration (Newton step or epoch)")
-        ax.set_ylabel("mean squared error")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-    figure.suptitle("Newton-CG against first-order training from the same initialisation")
-    figure.tight_layout()
-    figure.savefig(out / "newton_training.png", dpi=110)
-    print(f"wrote {out / 'newton_training.png'}")
-
-
-if __name__ == "__main__":
-    main()
+        losses = first_order(model, x, y, optimizer, epochs)
+        # Iterations to come within 1e-6 (relative to the start) of Newton-CG's loss.
+        target = history.losses[-1] + 1e-6 * history.losses[0]
+        reached = np.flatnonzero(losses <= target)
+        needed = f"{reached[0]} epochs" if reached.size else f"not within {epochs} epochs"
+        print(
+            f"  {label}: loss {losses[0]:.3e} -> {losses[-1]:.3e} in {epochs} epochs; "
+            f"Newton-CG's loss (to 1e-6) reached: {needed}"
+        )
+        assert not reached.size or reached[0] > len(history), "Newton-CG needs fewer steps"
+        ax.loglog(range(1, len(losses) + 1), losses, "-", label=f"{label}, full batch")
+    ax.set_xlabel("iteration (Newton step or epoch)")
+    ax.set_ylabel("mean squared error")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+figure.suptitle("Newton-CG against first-order training from the same initialisation")
+figure.tight_layout()
+figure.savefig(out / "newton_training.png", dpi=110)

@@ -1,4 +1,7 @@
-"""Training Keras models with scipy.optimize.minimize, and shift-invert eigenvalues.
+"""Keras models trained by scipy.optimize.minimize
+===============================================
+
+Training Keras models with scipy.optimize.minimize, and shift-invert eigenvalues.
 
 Three parts, each checked against an independent reference:
 
@@ -130,33 +133,40 @@ def spectrum(H):
     return exact, values
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out", help="directory for the figure")
-    out = pathlib.Path(parser.parse_args().out)
-    out.mkdir(parents=True, exist_ok=True)
+# %%
+# The command line: ``--out`` is the folder for the figures.
 
-    regression()
-    H, losses, adam = classification()
-    exact, values = spectrum(H)
+parser = argparse.ArgumentParser(description="Keras models trained by scipy.optimize.minimize")
+parser.add_argument("--out", default="out", help="directory for the figure")
+out = pathlib.Path(parser.parse_args().out)
+out.mkdir(parents=True, exist_ok=True)
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.semilogy(np.arange(len(losses)), losses, "o-", label="trust-krylov (ScipyObjective)")
-    left.semilogy(np.arange(1, len(adam) + 1), adam, label="Keras fit, Adam")
-    left.set_xlabel("iteration / epoch")
-    left.set_ylabel("binary cross-entropy")
-    left.set_xscale("log")
-    left.legend()
-    right.plot(exact, np.zeros_like(exact), "|", markersize=30, label="eigvalsh")
-    right.plot(values, np.zeros_like(values), "o", label="shift-invert eigsh, sigma≈0")
-    right.set_xscale("symlog", linthresh=1e-4)
-    right.set_yticks([])
-    right.set_xlabel("eigenvalue of the Hessian at the solution")
-    right.legend()
-    figure.tight_layout()
-    figure.savefig(out / "scipy_optimize.png", dpi=110)
-    print(f"wrote {out / 'scipy_optimize.png'}")
+# %%
+# A linear regression trained by trust-krylov, against ``lstsq``.
+regression()
 
+# %%
+# A classifier trained the same way, against Keras' own ``fit``.
+H, losses, adam = classification()
 
-if __name__ == "__main__":
-    main()
+# %%
+# Shift-invert eigenvalues nearest 0 against ``eigvalsh``.
+exact, values = spectrum(H)
+
+# %%
+# Loss per iteration, and the spectrum with the shift-invert eigenvalues.
+figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+left.semilogy(np.arange(len(losses)), losses, "o-", label="trust-krylov (ScipyObjective)")
+left.semilogy(np.arange(1, len(adam) + 1), adam, label="Keras fit, Adam")
+left.set_xlabel("iteration / epoch")
+left.set_ylabel("binary cross-entropy")
+left.set_xscale("log")
+left.legend()
+right.plot(exact, np.zeros_like(exact), "|", markersize=30, label="eigvalsh")
+right.plot(values, np.zeros_like(values), "o", label="shift-invert eigsh, sigma≈0")
+right.set_xscale("symlog", linthresh=1e-4)
+right.set_yticks([])
+right.set_xlabel("eigenvalue of the Hessian at the solution")
+right.legend()
+figure.tight_layout()
+figure.savefig(out / "scipy_optimize.png", dpi=110)

@@ -1,4 +1,7 @@
-"""The Hessian of a small text model: top eigenvalues and trace against a dense reference.
+"""The Hessian of a small text model
+=================================
+
+The Hessian of a small text model: top eigenvalues and trace against a dense reference.
 
 A token-tagging model --- ``Embedding(mask_zero=True)``, an ``LSTM`` with an
 L2 kernel regularizer, a ``Dense`` layer per token --- is trained for a few
@@ -118,101 +121,108 @@ def dense_reference(model, x, y):
     return float(value), gradient.numpy(), hessian.numpy()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out", help="directory for the figure")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+# %%
+# The command line: ``--out`` is the folder for the figures.
 
-    samples, length, vocabulary, width, units, batch, epochs = SIZES
-    x, y = tagged_sequences(samples, length, vocabulary, args.seed)
-    # The same batches on every pass: the Hessian reads the dataset on every
-    # product, so it must not reshuffle between them.
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(samples, seed=args.seed, reshuffle_each_iteration=False)
-        .batch(batch)
-    )
-    model = text_model(length, vocabulary, width, units, args.seed)
-    history = model.fit(dataset, epochs=epochs, shuffle=False, verbose=0).history["loss"]
-    tokens = int(np.count_nonzero(x))
-    print(
-        f"text model: {samples} sequences, {tokens} real tokens of {x.size}; "
-        f"loss {history[0]:.4f} -> {history[-1]:.4f} in {epochs} epochs"
-    )
-    before = [w.numpy().copy() for w in model.weights]
+parser = argparse.ArgumentParser(description="The Hessian of a small text model")
+parser.add_argument("--out", default="out", help="directory for the figure")
+parser.add_argument("--seed", type=int, default=0)
+args = parser.parse_args()
+out = pathlib.Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+start = time.perf_counter()
 
-    H = thl.Hessian.from_keras(model, x=dataset)  # the compiled loss + model.losses
-    print(H)
-    value, gradient, reference = dense_reference(model, x, y)
-    scale = np.abs(reference).max()
-    loss, g = H.value_and_gradient()
-    np.testing.assert_allclose(loss, value, rtol=1e-12)
-    np.testing.assert_allclose(g, gradient, rtol=0, atol=1e-12 * np.abs(gradient).max())
-    print(f"loss {loss:.15f}, model.compute_loss on all data as one batch {value:.15f}")
+# %%
+# Train the tagger on padded sequences from a ``tf.data`` pipeline.
+samples, length, vocabulary, width, units, batch, epochs = SIZES
+x, y = tagged_sequences(samples, length, vocabulary, args.seed)
+# The same batches on every pass: the Hessian reads the dataset on every
+# product, so it must not reshuffle between them.
+dataset = (
+    tf.data.Dataset.from_tensor_slices((x, y))
+    .shuffle(samples, seed=args.seed, reshuffle_each_iteration=False)
+    .batch(batch)
+)
+model = text_model(length, vocabulary, width, units, args.seed)
+history = model.fit(dataset, epochs=epochs, shuffle=False, verbose=0).history["loss"]
+tokens = int(np.count_nonzero(x))
+print(
+    f"text model: {samples} sequences, {tokens} real tokens of {x.size}; "
+    f"loss {history[0]:.4f} -> {history[-1]:.4f} in {epochs} epochs"
+)
+before = [w.numpy().copy() for w in model.weights]
 
-    dense = H.dense()
-    np.testing.assert_allclose(dense, reference, rtol=0, atol=1e-11 * scale)
-    print(
-        f"dense Hessian ({H.n} x {H.n}) = nested-tape reference to "
-        f"{np.abs(dense - reference).max() / scale:.1e} of its largest entry"
-    )
+# %%
+# The Hessian of the compiled objective, read batch by batch, against the
+# nested-tape reference on all the data.
+H = thl.Hessian.from_keras(model, x=dataset)  # the compiled loss + model.losses
+print(H)
+value, gradient, reference = dense_reference(model, x, y)
+scale = np.abs(reference).max()
+loss, g = H.value_and_gradient()
+np.testing.assert_allclose(loss, value, rtol=1e-12)
+np.testing.assert_allclose(g, gradient, rtol=0, atol=1e-12 * np.abs(gradient).max())
+print(f"loss {loss:.15f}, model.compute_loss on all data as one batch {value:.15f}")
 
-    exact = np.linalg.eigvalsh(0.5 * (reference + reference.T))
-    A = thl.as_linop(H)
-    top = np.sort(thl.eigsh(A, k=TOP, which="LA", return_eigenvectors=False))[::-1]
-    lanczos_products = A.n_hvp
-    np.testing.assert_allclose(top, exact[::-1][:TOP], rtol=0, atol=1e-10 * exact[-1])
-    print(f"top eigenvalues, eigsh ({lanczos_products} products):".ljust(44), top)
-    print("top eigenvalues, reference (eigvalsh):".ljust(44), exact[::-1][:TOP])
+dense = H.dense()
+np.testing.assert_allclose(dense, reference, rtol=0, atol=1e-11 * scale)
+print(
+    f"dense Hessian ({H.n} x {H.n}) = nested-tape reference to "
+    f"{np.abs(dense - reference).max() / scale:.1e} of its largest entry"
+)
 
-    trace = np.trace(reference)
-    np.testing.assert_allclose(np.trace(dense), trace, rtol=1e-11)
-    estimate = thl.hutchpp_trace(A, H.n // 4 if QUICK else 60, rng=args.seed)
-    assert abs(estimate.estimate - trace) <= 0.1 * abs(trace), (estimate, trace)
-    print(
-        f"trace: H.dense() {np.trace(dense):.12f}, reference {trace:.12f}, Hutch++ "
-        f"({estimate.num_matvecs} products) {estimate.estimate:.6f} "
-        f"+- {estimate.standard_error:.6f}"
-    )
-    for weight, saved in zip(model.weights, before, strict=True):
-        assert np.array_equal(weight.numpy(), saved), "the analysis changed the model"
+# %%
+# Top eigenvalues by Lanczos and the trace by Hutch++.
+exact = np.linalg.eigvalsh(0.5 * (reference + reference.T))
+A = thl.as_linop(H)
+top = np.sort(thl.eigsh(A, k=TOP, which="LA", return_eigenvectors=False))[::-1]
+lanczos_products = A.n_hvp
+np.testing.assert_allclose(top, exact[::-1][:TOP], rtol=0, atol=1e-10 * exact[-1])
+print(f"top eigenvalues, eigsh ({lanczos_products} products):".ljust(44), top)
+print("top eigenvalues, reference (eigvalsh):".ljust(44), exact[::-1][:TOP])
 
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.1]})
-    image = axes[0].imshow(np.log10(np.abs(dense) + 1e-12 * scale), cmap="viridis")
-    figure.colorbar(image, ax=axes[0], shrink=0.8)
-    edges = np.cumsum([int(np.prod(v.shape)) for v in model.trainable_variables])
-    names = [f"{layer.name}/{v.name}" for layer in model.layers for v in layer.trainable_variables]
-    for edge in edges[:-1]:
-        axes[0].axhline(edge - 0.5, color="w", linewidth=0.6)
-        axes[0].axvline(edge - 0.5, color="w", linewidth=0.6)
-    middles = np.r_[0, edges[:-1]] + np.diff(np.r_[0, edges]) / 2 - 0.5
-    axes[0].set_yticks(middles, names, fontsize=7)
-    axes[0].set_xticks([])
-    axes[0].set_title("log10 |H|, blocks by variable")
-    index = np.arange(1, H.n + 1)
-    axes[1].axhline(0.0, color="0.6", linewidth=0.8)
-    axes[1].plot(index, exact[::-1], ".", label="reference: eigvalsh of nested tapes")
-    axes[1].plot(index[:TOP], top, "x", color="C3", markersize=10, label=f"eigsh, top {TOP}")
-    axes[1].set_yscale("symlog", linthresh=10.0 ** np.floor(np.log10(1e-4 * exact[-1])))
-    axes[1].set_xlabel("index (descending)")
-    axes[1].set_ylabel("eigenvalue (symmetric log scale)")
-    axes[1].set_title(
-        f"Spectrum: trace {trace:.4f}, Hutch++ {estimate.estimate:.4f} "
-        f"({estimate.num_matvecs} products)"
-    )
-    axes[1].legend(fontsize=8)
-    figure.suptitle(
-        f"Hessian of a masked Embedding + LSTM tagger, L2-regularized ({H.n} parameters, "
-        f"{samples} sequences in batches of {batch})"
-    )
-    figure.tight_layout()
-    figure.savefig(out / "text_model_spectrum.png", dpi=110)
-    print(f"wrote {out / 'text_model_spectrum.png'} ({time.perf_counter() - start:.0f} s)")
+trace = np.trace(reference)
+np.testing.assert_allclose(np.trace(dense), trace, rtol=1e-11)
+estimate = thl.hutchpp_trace(A, H.n // 4 if QUICK else 60, rng=args.seed)
+assert abs(estimate.estimate - trace) <= 0.1 * abs(trace), (estimate, trace)
+print(
+    f"trace: H.dense() {np.trace(dense):.12f}, reference {trace:.12f}, Hutch++ "
+    f"({estimate.num_matvecs} products) {estimate.estimate:.6f} "
+    f"+- {estimate.standard_error:.6f}"
+)
+for weight, saved in zip(model.weights, before, strict=True):
+    assert np.array_equal(weight.numpy(), saved), "the analysis changed the model"
 
-
-if __name__ == "__main__":
-    main()
+# %%
+# The Hessian variable by variable, and its spectrum.
+figure, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.1]})
+image = axes[0].imshow(np.log10(np.abs(dense) + 1e-12 * scale), cmap="viridis")
+figure.colorbar(image, ax=axes[0], shrink=0.8)
+edges = np.cumsum([int(np.prod(v.shape)) for v in model.trainable_variables])
+names = [f"{layer.name}/{v.name}" for layer in model.layers for v in layer.trainable_variables]
+for edge in edges[:-1]:
+    axes[0].axhline(edge - 0.5, color="w", linewidth=0.6)
+    axes[0].axvline(edge - 0.5, color="w", linewidth=0.6)
+middles = np.r_[0, edges[:-1]] + np.diff(np.r_[0, edges]) / 2 - 0.5
+axes[0].set_yticks(middles, names, fontsize=7)
+axes[0].set_xticks([])
+axes[0].set_title("log10 |H|, blocks by variable")
+index = np.arange(1, H.n + 1)
+axes[1].axhline(0.0, color="0.6", linewidth=0.8)
+axes[1].plot(index, exact[::-1], ".", label="reference: eigvalsh of nested tapes")
+axes[1].plot(index[:TOP], top, "x", color="C3", markersize=10, label=f"eigsh, top {TOP}")
+axes[1].set_yscale("symlog", linthresh=10.0 ** np.floor(np.log10(1e-4 * exact[-1])))
+axes[1].set_xlabel("index (descending)")
+axes[1].set_ylabel("eigenvalue (symmetric log scale)")
+axes[1].set_title(
+    f"Spectrum: trace {trace:.4f}, Hutch++ {estimate.estimate:.4f} "
+    f"({estimate.num_matvecs} products)"
+)
+axes[1].legend(fontsize=8)
+figure.suptitle(
+    f"Hessian of a masked Embedding + LSTM tagger, L2-regularized ({H.n} parameters, "
+    f"{samples} sequences in batches of {batch})"
+)
+figure.tight_layout()
+figure.savefig(out / "text_model_spectrum.png", dpi=110)
+print(f"finished in {time.perf_counter() - start:.0f} s")

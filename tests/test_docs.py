@@ -2,33 +2,36 @@
 
 Three subprocesses, started together and run concurrently:
 
-- ``sphinx-build -W --keep-going -b html`` into a temporary folder: any
-  warning (a broken cross-reference, a malformed docstring, a missing
-  include) fails the build;
+- ``sphinx-build -W --keep-going -b html`` of a copy of the docs into a
+  temporary folder (``_docs_build.py``; the examples' and the notebook's
+  tests read the same build): any warning (a broken cross-reference, a
+  malformed docstring, a missing include), a failing gallery example or a
+  failing notebook cell fails the build;
 - pytest's doctest runner over the package's docstrings
   (``--doctest-modules src/tfhess_linop``) and over the ``>>>`` examples of
   the documentation pages (``--doctest-glob='*.rst' docs``), so that every
   example in the docs is executed and its output checked;
 - the README's Python example.
 
-Plus cheap checks that the API reference documents every public name and
-that the README's commands are the ones CI runs.
+Plus cheap checks that the API reference documents every public name, that
+the gallery's index shows every example, and that the README's commands are
+the ones CI runs.
 """
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from _docs_build import BUILD_TIMEOUT, Run, docs_build
+
+# The first test to need the shared documentation build waits for all of it.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + 120)
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGE = ROOT / "src" / "tfhess_linop"
-TIMEOUT = 300
-
-SPHINX = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 DOCTEST_OPTIONS = ["--doctest-modules", "--doctest-glob=*.rst"]
 DOCTEST_OPTIONS += ["-o", "doctest_optionflags=ELLIPSIS NORMALIZE_WHITESPACE"]
@@ -37,75 +40,21 @@ pytest.importorskip("sphinx")
 pytest.importorskip("numpydoc")
 
 
-def _environment():
-    return {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        # Headless: doctests that draw with matplotlib must not need a display.
-        "MPLBACKEND": "Agg",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-class _Run:
-    """A subprocess writing its output to a file, waited for on demand."""
-
-    def __init__(self, command, log):
-        self.command = command
-        self.log = log
-        self._stream = open(log, "w")  # closed in wait() or kill()
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_environment(),
-            stdout=self._stream,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait(self):
-        try:
-            returncode = self.process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.command[2]} did not finish in {TIMEOUT} s:\n{self.output()}")
-        self._stream.close()
-        return returncode
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._stream.close()
-
-    def output(self, limit=12000):
-        text = self.log.read_text(errors="replace")
-        # TensorFlow's start-up chatter says nothing about the docs.
-        lines = [
-            line
-            for line in text.splitlines()
-            if not re.match(r"^(I0000|E0000|W0000|WARNING: All log messages)", line)
-        ]
-        return "\n".join(lines)[-limit:]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Start the Sphinx build and the doctests side by side."""
-    folder = tmp_path_factory.mktemp("docs")
-    html = folder / "html"
-    doctrees = str(folder / "doctrees")
-    sphinx = _Run([*SPHINX, "-d", doctrees, str(DOCS), str(html)], folder / "sphinx.log")
-    ignored = [f"--ignore={DOCS / name}" for name in ("conf.py", "_ext", "_build")]
-    doctests = _Run(
+    """Start the Sphinx build (shared with the examples' tests) and the doctests side by side."""
+    build = docs_build(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("doctests")
+    ignored = [f"--ignore={DOCS / name}" for name in ("conf.py", "_ext", "_build", "auto_examples")]
+    doctests = Run(
         [*PYTEST, *DOCTEST_OPTIONS, *ignored, "--rootdir", str(ROOT), str(PACKAGE), str(DOCS)],
         folder / "doctests.log",
     )
     example = folder / "readme_example.py"
     example.write_text(_readme_example(), encoding="utf-8")
-    readme = _Run([sys.executable, str(example)], folder / "readme_example.log")
-    yield {"sphinx": sphinx, "doctests": doctests, "readme": readme, "html": html}
-    for run in (sphinx, doctests, readme):
+    readme = Run([sys.executable, str(example)], folder / "readme_example.log")
+    yield {"sphinx": build.sphinx, "doctests": doctests, "readme": readme, "html": build.html}
+    for run in (doctests, readme):
         run.kill()
 
 
@@ -122,6 +71,8 @@ def test_sphinx_build_has_no_warnings(runs):
         "cli",
         "user_guide/operator",
         "user_guide/mpi",
+        "auto_examples/index",
+        "notebooks/hessian_tour",
     ):
         assert (runs["html"] / f"{page}.html").is_file(), page
 
@@ -147,6 +98,21 @@ def test_api_reference_documents_every_public_name(runs):
     ]
     assert not missing, f"public names without an entry in docs/api.rst: {missing}"
     assert 'id="tfhess_linop.compat.numsa.Hessian"' in page
+
+
+def test_gallery_index_shows_every_example(runs):
+    assert runs["sphinx"].wait() == 0, runs["sphinx"].output()
+    html = runs["html"]
+    index = (html / "auto_examples" / "index.html").read_text(encoding="utf-8")
+    for script in sorted((ROOT / "examples").glob("*.py")):
+        name = script.stem
+        assert f'href="{name}.html' in index, f"the gallery does not list {name}"
+        thumbnail = f"_images/sphx_glr_{name}_thumb.png"
+        assert thumbnail in index, f"no thumbnail for {name}"
+        assert (html / thumbnail).stat().st_size > 5_000, f"{name}'s thumbnail is empty"
+    front = (html / "index.html").read_text(encoding="utf-8")
+    assert 'href="auto_examples/index.html"' in front
+    assert 'href="notebooks/hessian_tour.html"' in front
 
 
 def _readme():

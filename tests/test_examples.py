@@ -1,20 +1,32 @@
-"""Every script in ``examples/`` runs, checks its own numbers and saves its figures.
+"""Every script in ``examples/`` runs, checks its own numbers and shows its figures.
 
-The scripts assert their results against dense references themselves; here
-each runs as a subprocess with ``CI=true`` (small sizes) and ``--out`` a
-temporary folder, two at a time with one TensorFlow thread each, and must exit
-with status 0 and write at least one PNG. ``mpi_spectrum.py`` runs under
-``mpiexec -n 2``.
+The scripts assert their results against dense references themselves. They
+run once, in the documentation build's gallery (``_docs_build.py``: with
+``CI=true``, two at a time, each with ``--out`` a folder of its own); these
+tests read that run instead of starting the scripts again:
+
+- the gallery's JUnit report: the script ran to its end (a failed
+  assertion is a failure there, with its traceback);
+- its page: the printed output and every figure the script drew, the image
+  files present in the build, none empty;
+- its ``--out`` folder: the PNGs a user running the script gets.
+
+``mpi_spectrum.py`` runs in the gallery on one process, and here once more
+under ``mpiexec -n 2``: that run is the check that ranks agree.
 """
 
-import os
+import re
 import shutil
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+
+from _docs_build import BUILD_TIMEOUT, Run, docs_build
+
+# The first test to need the shared documentation build waits for all of it.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + 120)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))
@@ -23,47 +35,27 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 TIMEOUT = 300
 
 
-def _command(name, out):
-    command = [sys.executable, str(EXAMPLES / name), "--out", str(out)]
-    if name in MPI_SCRIPTS:
-        command = [MPIEXEC, "-n", "2", *command]
-    return command
-
-
-def _run(name, root):
-    out = root / name.removesuffix(".py")
-    environment = dict(
-        os.environ,
-        CI="true",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        TF_NUM_INTRAOP_THREADS="1",
-        TF_NUM_INTEROP_THREADS="1",
-        MPLBACKEND="Agg",
-    )
-    try:
-        completed = subprocess.run(
-            _command(name, out),
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=TIMEOUT,
-            cwd=root,
-        )
-    except subprocess.TimeoutExpired as exc:
-        return out, None, f"timed out after {exc.timeout} s"
-    return out, completed.returncode, completed.stdout + completed.stderr
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Run every example, two at a time (the MPI one first: it takes two cores)."""
-    root = tmp_path_factory.mktemp("examples")
-    names = [n for n in SCRIPTS if n in MPI_SCRIPTS and MPIEXEC] + [
-        n for n in SCRIPTS if n not in MPI_SCRIPTS
-    ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, name, root) for name in names}
-    return {name: future.result() for name, future in futures.items()}
+def gallery(tmp_path_factory):
+    """The documentation build's gallery, and the MPI example under two ranks beside it."""
+    build = docs_build(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("mpi_examples")
+    mpi = {}
+    if MPIEXEC:
+        for name in sorted(MPI_SCRIPTS):
+            command = [MPIEXEC, "-n", "2", sys.executable, str(EXAMPLES / name)]
+            out = folder / name.removesuffix(".py")
+            mpi[name] = (out, Run([*command, "--out", str(out)], folder / f"{name}.log"))
+    build.wait()
+    report = build.html / "gallery-junit.xml"
+    assert report.is_file(), f"the gallery wrote no JUnit report:\n{build.sphinx.output()}"
+    cases = {
+        Path(case.get("file") or case.get("name")).name: case
+        for case in ElementTree.parse(report).getroot().iter("testcase")
+    }
+    yield {"build": build, "cases": cases, "mpi": mpi}
+    for _, run in mpi.values():
+        run.kill()
 
 
 def test_the_examples_are_all_here():
@@ -73,18 +65,51 @@ def test_the_examples_are_all_here():
         "randomized_svd.py",
         "solvers_negative_curvature.py",
         "newton_training.py",
+        "spectral_density.py",
         "mpi_spectrum.py",
     }
     assert expected <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_example_runs_and_saves_figures(runs, name):
-    if name in MPI_SCRIPTS and MPIEXEC is None:
+def test_example_is_a_gallery_script(name):
+    """A title for its page, then cells: what sphinx-gallery needs to show it well."""
+    text = (EXAMPLES / name).read_text(encoding="utf-8")
+    title = re.match(r'"""(.+)\n(=+)\n', text)
+    assert title and len(title[2]) == len(title[1]), f"{name}: no RST title in the docstring"
+    assert text.count("\n# %%\n") >= 1, f"{name} has no '# %%' cells"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_example_runs_and_shows_its_figures(gallery, name):
+    case = gallery["cases"].get(name)
+    build = gallery["build"]
+    assert case is not None, f"the gallery did not run {name}:\n{build.sphinx.output()}"
+    problems = [child for child in case if child.tag in ("failure", "error", "skipped")]
+    assert not problems, f"{name} failed in the gallery:\n" + "\n".join(
+        f"{problem.get('message', '')}\n{problem.text or ''}"[-6000:] for problem in problems
+    )
+    stem = name.removesuffix(".py")
+    page = (build.html / "auto_examples" / f"{stem}.html").read_text(encoding="utf-8")
+    assert "sphx-glr-script-out" in page, f"{name}'s page shows no printed output"
+    assert "Traceback" not in page
+    images = sorted(set(re.findall(rf'src="\.\./(_images/sphx_glr_{stem}_\d+\.png)"', page)))
+    assert images, f"{name}'s page shows no figure"
+    for image in images:
+        assert (build.html / image).stat().st_size > 10_000, f"{image} is empty"
+    saved = list((build.examples_out / stem).glob("*.png"))
+    assert saved, f"{name} wrote no PNG to its --out folder"
+    assert all(figure.stat().st_size > 10_000 for figure in saved)
+
+
+@pytest.mark.parametrize("name", sorted(MPI_SCRIPTS))
+def test_mpi_example_under_two_ranks(gallery, name):
+    if name not in gallery["mpi"]:
         pytest.skip("mpiexec not found")
-    out, status, output = runs[name]
-    assert status == 0, f"{name} failed ({status}):\n{output[-4000:]}"
+    out, run = gallery["mpi"][name]
+    status = run.wait()
+    assert status == 0, f"{name} failed under mpiexec -n 2 ({status}):\n{run.output()[-4000:]}"
+    assert "2 rank(s)" in run.output()
     figures = list(out.glob("*.png"))
-    assert figures, f"{name} wrote no PNG to {out}"
-    assert all(figure.stat().st_size > 10_000 for figure in figures)
-    assert "Traceback" not in output
+    assert figures and all(figure.stat().st_size > 10_000 for figure in figures)
+    assert "Traceback" not in run.output()
