@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -59,8 +60,6 @@ class CurvatureOperator:
     max_columns : int
         Most columns per vectorised product.
     """
-
-    _name = "curvature operator"
 
     @classmethod
     def _build(cls, model, loss, x, y, *, mc_samples=None, seed=None, **arguments):
@@ -99,6 +98,17 @@ class CurvatureOperator:
             )
         comm = hessian.comm
         source = objective._source
+        recurrent = [
+            layer.name
+            for layer in objective._model._flatten_layers()
+            if isinstance(layer, keras.layers.RNN)
+        ]
+        if recurrent:
+            # Forward-mode differentiation cannot enter their while loops.
+            raise ValueError(
+                f"{cls.__name__} does not support recurrent layers yet ({recurrent}); "
+                "use the Hessian."
+            )
         self = cls.__new__(cls)
         if cls is CurvatureOperator:
             raise TypeError("build a GGN, Fisher or EmpiricalFisher, not their base.")
