@@ -144,6 +144,13 @@ def test_ggn_equals_dense_jacobian_reference(case):
         _close(G.mvp(v), case["ggn"] @ v)
         top = eigsh(thl.as_linop(G), k=2, which="LA", return_eigenvectors=False)
         _close(np.sort(top), np.linalg.eigvalsh(case["ggn"])[-2:], rtol=1e-8)
+        # variables=: the block of the last layer's parameters (the last in the layout).
+        last = case["model"].layers[-1]
+        block = thl.GGN.from_keras(
+            case["model"], case["loss"], case["x"], case["y"], variables=[last]
+        )
+        k = block.n
+        _close(block.dense(), case["ggn"][-k:, -k:])
 
 
 def test_empirical_fisher_equals_per_sample_gradients(case):
