@@ -9,25 +9,15 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
 from .._checks import collective, generator, integer_at_least
-from ._common import (
-    apply,
-    as_square_operator,
-    check_distribution,
-    draw_probes,
-)
+from .._linalg import single_threaded_blas
+from ._common import as_square_operator, check_distribution, draw_probes
+from ._lanczos import batched_lanczos
 
 __all__ = ["SpectralDensity", "spectral_density"]
 
-# A Lanczos run stops when the next off-diagonal entry falls below this
-# fraction of the largest entry of its tridiagonal matrix: the Krylov space is
-# then invariant to working accuracy and further steps add only zero weights.
-_BREAKDOWN_TOLERANCE = np.sqrt(np.finfo(np.float64).eps)
 
 # Grid points evaluated at once when smoothing (bounds the temporary array).
 _GRID_CHUNK = 256
-# DGKS criterion: reorthogonalise again when one pass removed more than
-# 1 - 1/sqrt(2) of the vector's norm.
-_REORTHOGONALIZE = 1 / np.sqrt(2)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -239,12 +229,18 @@ def spectral_density(
 
     All :math:`P` runs advance together: each step is one ``A.matmat`` call
     with (at most) :math:`P` columns, so a batched operator does the work of
-    :math:`P` matvecs at once. Every new Lanczos vector is orthogonalised
-    twice against all previous vectors of its run (full
-    reorthogonalisation), which keeps the Ritz values free of spurious
-    copies; this stores :math:`P \cdot m` vectors of length n and costs
-    :math:`O(nPm^2)` operations. A run stops early when its Krylov space is
-    invariant (it then holds every eigenvalue its start vector sees).
+    :math:`P` matvecs at once. Orthogonality is kept by partial
+    reorthogonalisation [4]_: a recurrence on the tridiagonal entries
+    estimates the loss of orthogonality of each new Lanczos vector, and only
+    when it exceeds :math:`\sqrt{\varepsilon}` is the vector orthogonalised
+    (twice if needed) against all previous vectors of its run, and once more
+    at the next step. The basis stays orthogonal to :math:`\sqrt\varepsilon`,
+    which keeps the Ritz values free of spurious copies and the nodes and
+    weights those of full reorthogonalisation to working precision, at a
+    fraction of its :math:`O(nPm^2)` operations (half of the steps on a
+    spectrum with far outliers, fewer otherwise); the :math:`P \cdot m`
+    vectors of length n are stored. A run stops early when its Krylov space
+    is invariant (it then holds every eigenvalue its start vector sees).
 
     The extreme Ritz values converge to the extreme eigenvalues quickly, from
     inside the spectrum; weights are random, so the density of eigenvalues of
@@ -262,6 +258,9 @@ def spectral_density(
     .. [3] V. Papyan, "Traces of class/cross-class structure pervade deep
        learning spectra", Journal of Machine Learning Research 21(252), 1-64,
        2020.
+    .. [4] H. D. Simon, "The Lanczos algorithm with partial
+       reorthogonalization", Mathematics of Computation 42(165), 115-142,
+       1984.
 
     Examples
     --------
@@ -279,22 +278,25 @@ def spectral_density(
     >>> bool(abs(result.moment(1) - eigenvalues.mean()) < 0.2)
     True
     """
-    with collective(
-        A,
-        "spectral_density",
-        num_probes=num_probes,
-        num_steps=num_steps,
-        grid_size=grid_size,
-        sigma=sigma,
-        rng=rng,
-        distribution=distribution,
+    with (
+        collective(
+            A,
+            "spectral_density",
+            num_probes=num_probes,
+            num_steps=num_steps,
+            grid_size=grid_size,
+            sigma=sigma,
+            rng=rng,
+            distribution=distribution,
+        ),
+        single_threaded_blas(),
     ):
         A, n, comm, num_probes, num_steps, grid_size, sigma, rng, distribution = (
             _iv_spectral_density(A, num_probes, num_steps, grid_size, sigma, rng, distribution)
         )
         starts = draw_probes(rng, n, num_probes, comm, distribution).T
         num_steps = min(num_steps, n)
-        diagonals, off_diagonals, steps = _batched_lanczos(A, starts, num_steps)
+        diagonals, off_diagonals, steps = batched_lanczos(A, starts, num_steps)
         nodes, weights = _gauss_quadrature(diagonals, off_diagonals, steps)
         ritz_min, ritz_max = float(nodes.min()), float(nodes.max())
         if sigma is None:
@@ -316,61 +318,6 @@ def spectral_density(
             num_steps=steps,
             num_matvecs=int(steps.sum()),
         )
-
-
-def _batched_lanczos(A, starts, num_steps):
-    """Run Lanczos from every row of `starts` at once, one `matmat` per step.
-
-    Returns the diagonals and off-diagonals of the tridiagonal matrices, shape
-    (P, num_steps) (off-diagonal j couples steps j and j + 1), and the number
-    of steps of each run.
-    """
-    num_probes, n = starts.shape
-    basis = np.empty((num_probes, num_steps, n))
-    basis[:, 0] = starts / np.linalg.norm(starts, axis=1, keepdims=True)
-    diagonals = np.zeros((num_probes, num_steps))
-    off_diagonals = np.zeros((num_probes, num_steps))
-    steps = np.full(num_probes, num_steps)
-    scale = np.zeros(num_probes)
-    active = np.arange(num_probes)
-    for j in range(num_steps):
-        everyone = active.size == num_probes
-        V = basis[:, : j + 1] if everyone else basis[active, : j + 1]
-        current = V[:, j]
-        W = apply(A, current.T).T
-        diagonals[active, j] = np.einsum("pn,pn->p", current, W)
-        # The three-term recurrence, then classical Gram-Schmidt against the
-        # whole basis. A second pass ("twice is enough") runs only for the
-        # probes whose norm the first pass cut below 1/sqrt(2) of itself, the
-        # DGKS test for lost orthogonality: each pass reads the whole basis.
-        W -= diagonals[active, j, None] * current
-        if j > 0:
-            W -= off_diagonals[active, j - 1, None] * V[:, j - 1]
-        before = np.linalg.norm(W, axis=1)
-        W = _project_out(V, W)
-        norms = np.linalg.norm(W, axis=1)
-        again = norms < _REORTHOGONALIZE * before
-        if again.any():
-            W[again] = _project_out(V[again], W[again])
-            norms[again] = np.linalg.norm(W[again], axis=1)
-        scale[active] = np.maximum.reduce([scale[active], np.abs(diagonals[active, j]), norms])
-        if j == num_steps - 1:
-            break
-        off_diagonals[active, j] = norms
-        invariant = norms <= _BREAKDOWN_TOLERANCE * scale[active]
-        steps[active[invariant]] = j + 1
-        going_on = ~invariant
-        active = active[going_on]
-        if active.size == 0:
-            break
-        basis[active, j + 1] = W[going_on] / norms[going_on, None]
-    return diagonals, off_diagonals, steps
-
-
-def _project_out(V, W):
-    """``W - V^T (V W)`` for each probe: V (P, j, n) orthonormal rows, W (P, n)."""
-    coefficients = V @ W[:, :, None]
-    return W - (np.swapaxes(coefficients, 1, 2) @ V)[:, 0]
 
 
 def _gauss_quadrature(diagonals, off_diagonals, steps):
