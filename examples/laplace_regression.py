@@ -1,5 +1,5 @@
 """Laplace uncertainty from the GGN: diagonal and low-rank posteriors
-=================================================================
+==================================================================
 
 Predictive variance of a small Keras regression network from the
 generalized Gauss-Newton matrix: the full, the diagonal and the low-rank
