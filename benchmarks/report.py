@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 SECTION_TITLES = {
     "operator": "Operator: matvec and matmat vs the compiled gradient and the seed's eager HVP",
@@ -10,7 +12,8 @@ SECTION_TITLES = {
     "algorithms": "Algorithms: Hessian-vector products and time",
     "estimators": "Estimators (issue #7): trace to 5 % and SLQ density",
     "mpi": "MPI: 1 process vs 2 ranks",
-    "peers": "Peers (only when importable)",
+    "peers": "Peers side by side: curvlinops, PyHessian, hessian-eigenthings (PyTorch)",
+    "roofline": "Roofline: achieved GFLOP/s against TensorFlow's best float32 GEMM",
     "cli": "Command start-up (issue #12): --help in a fresh process",
 }
 
@@ -31,6 +34,8 @@ def number(value, unit=""):
         return f"{value:.0f} {unit}"
     if unit == "MB":
         return f"{value:.0f} MB"
+    if unit == "GFLOP/s":
+        return f"{value:.3g} GFLOP/s"
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}" + (f" {unit}" if unit else "")
@@ -89,6 +94,13 @@ def markdown(results):
         "the run. Method: `benchmarks/README.md`.",
         "",
     ]
+    for update in meta.get("updates", []):
+        lines.insert(
+            -1,
+            f"- Re-run later with `python benchmarks/run.py {' '.join(update['argv'])}` on "
+            f"{update['date_utc']} (load average {update['load_average_at_start'][0]:.1f}, "
+            f"{update['duration_s']:.0f} s): " + ", ".join(update["plan"]) + ".",
+        )
     targets = [row for row in results["results"] if row["passed"] is not None]
     if targets:
         lines += [
@@ -111,6 +123,8 @@ def markdown(results):
         if not rows and not skipped:
             continue
         lines += [f"## {title}", ""]
+        if section == "peers":
+            lines += peer_table(results)
         if rows:
             lines += [
                 "| case | measure | value | baseline | baseline value | ratio | target | note |",
@@ -131,3 +145,67 @@ def markdown(results):
         if skipped:
             lines.append("")
     return "\n".join(lines)
+
+
+def peer_table(results):
+    """The peers' summary: each metric against the best peer, both as time and per gradient."""
+    lines = []
+    for key, details in results["details"].items():
+        if not key.startswith("peers/") or "metrics" not in details:
+            continue
+        if not lines:
+            lines = [
+                "| case | metric | tfhess_linop | × its gradient | best peer | peer | "
+                "× its gradient | tfhess_linop ÷ peer | per-gradient ratio |",
+                "|---|---|---:|---:|---|---:|---:|---:|---:|",
+            ]
+        case = key.split("/", 1)[1]
+        for summary in details["metrics"].values():
+            ours = summary["tfhess_linop"]
+            best = summary.get("best_peer")
+            peer = summary["peers"].get(best, {}) if best else {}
+            cells = [
+                case,
+                summary["title"],
+                number(ours["seconds"], "s"),
+                f"{ours['per_gradient']:.2f}×",
+                best or "(none reached the target accuracy)",
+                number(peer.get("seconds"), "s"),
+                f"{peer['per_gradient']:.2f}×" if peer else "",
+                f"**{peer['ours_over_peer']:.2f}**" if peer else "",
+                f"{peer['ours_over_peer_per_gradient']:.2f}" if peer else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""] if lines else []
+
+
+def merge(path, new):
+    """`new` results in place of the same sections/cases of the results at `path`."""
+    if not os.path.exists(path):
+        return new
+    with open(path) as handle:
+        old = json.load(handle)
+    planned = set(new["plan"])
+
+    def kept(key):
+        return key.split(":")[0] not in planned
+
+    merged = dict(old)
+    merged["plan"] = [k for k in old["plan"] if kept(k)] + new["plan"]
+    merged["targets"] = new["targets"]
+    rows = [r for r in old["results"] if kept(f"{r['section']}/{r['case']}")]
+    merged["results"] = rows + new["results"]
+    skipped = [s for s in old["skipped"] if kept(f"{s['section']}/{s['case']}")]
+    merged["skipped"] = skipped + new["skipped"]
+    merged["details"] = {k: v for k, v in old["details"].items() if kept(k)}
+    merged["details"].update(new["details"])
+    meta = dict(old["meta"])
+    update = {
+        key: new["meta"][key]
+        for key in ("date_utc", "argv", "load_average_at_start", "duration_s", "versions")
+    }
+    update["plan"] = new["plan"]
+    earlier = [u for u in meta.get("updates", []) if set(u["plan"]) - planned]
+    meta["updates"] = [*earlier, update]
+    merged["meta"] = meta
+    return merged

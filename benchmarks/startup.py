@@ -62,3 +62,24 @@ def measure(repeats, seed=0):
         }
         for name, times in samples.items()
     }
+
+
+def bench_cli(name, settings, rec):
+    sec = "cli"
+    times = measure(repeats=max(settings.repeats, 5))
+    baseline = times["python -c 'import numpy'"]["median"]
+    for command, entry in times.items():
+        if command.endswith("--help"):
+            rec.row(
+                sec,
+                name,
+                command,
+                entry["median"],
+                "s",
+                baseline="python -c 'import numpy'",
+                baseline_value=baseline,
+                ratio=entry["ratio"],
+                target="--help time",
+                note="fresh process each; no TensorFlow import",
+            )
+    rec.detail(sec, name, times)

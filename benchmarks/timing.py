@@ -10,6 +10,7 @@ import random
 import resource
 import statistics
 import time
+import warnings
 
 
 def compare(functions, *, repeats, warmup=2, sample_time=0.02, seed=0):
@@ -141,3 +142,91 @@ def machine_info():
     except Exception:
         pass
     return info
+
+
+class OperatorClock:
+    """Accumulates the time spent inside an operator's products, and counts them.
+
+    The methods `names` of `target` (an operator instance or a module) are
+    shadowed by timed wrappers; for a SciPy `LinearOperator`, the public
+    ``matvec``/``matmat`` call ``_matvec``/``_matmat``, so every product is
+    seen. ``columns(*args)`` says how many products a call makes.
+    """
+
+    def __init__(self, target, names=("_matvec", "_matmat"), columns=None):
+        self.seconds = 0.0
+        self.products = 0
+        self._columns = columns or _columns
+        for name in names:
+            setattr(target, name, self._timed(getattr(target, name)))
+
+    def _timed(self, method):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.products += self._columns(*args)
+
+        return timed
+
+
+def _columns(X, *_):
+    shape = getattr(X, "shape", ())
+    return int(shape[1]) if len(shape) == 2 else 1
+
+
+_CLOCKS = {}
+
+
+def counted(A, function, timings=None):
+    """(result, HVPs, seconds) of `function()`, counting A's products.
+
+    HVPs are ``A.n_hvp`` where A has that counter (`HessianOperator`), else
+    the clock's count of columns through ``_matvec``/``_matmat``. With a
+    `timings` dict, also stores there the seconds spent inside A's
+    products ("in_hvp_s") and outside them ("outside_hvp_s").
+    """
+    clock = _CLOCKS.get(id(A)) or _CLOCKS.setdefault(id(A), OperatorClock(A))
+    products, inside = clock.products, clock.seconds
+    if hasattr(A, "n_hvp"):
+        A.n_hvp = 0
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = function()
+    seconds = time.perf_counter() - start
+    if timings is not None:
+        timings["in_hvp_s"] = clock.seconds - inside
+        timings["outside_hvp_s"] = seconds - timings["in_hvp_s"]
+    hvps = A.n_hvp if hasattr(A, "n_hvp") else clock.products - products
+    return result, hvps, seconds
+
+
+def sample(function, number, context=None):
+    """Seconds per call of `function` over `number` back-to-back calls.
+
+    With a `context` (a context-manager factory), the calls run inside one
+    ``with context():`` block, after one untimed call: the time per product
+    at a fixed point, once its first product has paid the primal passes.
+    """
+    if context is None:
+        start = time.perf_counter()
+        for _ in range(number):
+            function()
+        return (time.perf_counter() - start) / number
+    with context():
+        function()
+        start = time.perf_counter()
+        for _ in range(number):
+            function()
+        return (time.perf_counter() - start) / number
+
+
+def calibrate(function, *, warmup, sample_time, context=None):
+    """Calls per sample so that a sample lasts about `sample_time` (after warm-up)."""
+    elapsed = 0.0
+    for _ in range(max(warmup, 1)):
+        elapsed = sample(function, 1, context)
+    return max(1, math.ceil(sample_time / max(elapsed, 1e-6)))

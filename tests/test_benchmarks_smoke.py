@@ -31,9 +31,12 @@ REQUIRED = {
     "dense/dense_1k",
     "algorithms/mlp_f64",
     "estimators/mlp_f64",
+    "roofline/mlp_f32",
     "cli/help",
 }
-OPTIONAL = {"mpi/mpi_mlp", "peers/jax", "peers/curvlinops"}
+# The peers run only with their own interpreter (never here: see below).
+OPTIONAL = {"mpi/mpi_mlp", "peers/mlp_f32", "peers/mlp_large", "peers/conv"}
+PEERS_ENV = "TFHESS_LINOP_PEERS_PYTHON"
 
 
 def _finite_numbers(value, where):
@@ -53,6 +56,7 @@ def _finite_numbers(value, where):
 def quick_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop(PEERS_ENV, None)  # the smoke run never runs the peers
     completed = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--out", str(out)],
         capture_output=True,
@@ -98,6 +102,65 @@ def test_quick_run_reports_targets_and_markdown(quick_results):
         "seed eager HVP / matvec",
         "top eigenvalue HVPs to 1e-6",
     } <= names
+    assert "fixed-point matvec / gradient" in names
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown and "| mlp_f32 |" in markdown
     assert "PASS" in stdout or "FAIL" in stdout
+    rates = [row for row in results["results"] if row["unit"] == "GFLOP/s"]
+    assert rates and all(row["value"] > 0 for row in rates)
+
+
+def test_quick_run_skips_the_peers_with_a_note(quick_results):
+    results, _, _ = quick_results
+    skipped = {f"{item['section']}/{item['case']}": item["reason"] for item in results["skipped"]}
+    for key in ("peers/mlp_f32", "peers/mlp_large", "peers/conv"):
+        assert "--peers-python" in skipped[key] and PEERS_ENV in skipped[key]
+
+
+@pytest.mark.timeout(120)
+def test_peer_worker_without_pytorch_reports_why(tmp_path):
+    """The worker in an interpreter without PyTorch (this one) answers with the reason."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_peers
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    case = tmp_path / "case.npz"
+    case.write_bytes(b"")
+    with pytest.raises(RuntimeError, match="torch"):
+        bench_peers.PeerWorker(sys.executable, str(case), timeout=60)
+
+
+def test_update_replaces_only_the_sections_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def results(plan, value, date):
+        rows = [{"section": k.split("/")[0], "case": k.split("/")[1], "value": value} for k in plan]
+        meta = {
+            "date_utc": date,
+            "argv": [],
+            "load_average_at_start": [0.0],
+            "duration_s": 1.0,
+            "versions": {},
+        }
+        return {
+            "meta": meta,
+            "plan": plan,
+            "targets": {},
+            "results": rows,
+            "skipped": [],
+            "details": {k: value for k in plan},
+        }
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results(["operator/xor", "peers/conv"], 1, "old")))
+    merged = report.merge(str(path), results(["peers/conv"], 2, "new"))
+    assert merged["plan"] == ["operator/xor", "peers/conv"]
+    assert [(r["case"], r["value"]) for r in merged["results"]] == [("xor", 1), ("conv", 2)]
+    assert merged["details"] == {"operator/xor": 1, "peers/conv": 2}
+    assert merged["meta"]["date_utc"] == "old"
+    assert [u["date_utc"] for u in merged["meta"]["updates"]] == ["new"]
