@@ -232,6 +232,18 @@ OPTIONS = {
 }
 
 
+def assert_converged(res, method, jac):
+    """SciPy's success flag, or Newton-CG's "precision loss" at a stationary point.
+
+    SciPy 1.17's Newton-CG ends its last line search with status 2 at the
+    optimum of these problems with a NumPy ``hessp`` as with ours: the loss
+    cannot decrease below round-off there. The point is what counts.
+    """
+    if not res.success:
+        assert method == "Newton-CG" and res.status == 2, res.message
+        assert np.linalg.norm(jac(res.x)) < 1e-7
+
+
 @pytest.mark.parametrize("method", HESSP_METHODS)
 def test_scipy_methods_with_hessp_reach_lstsq(method):
     H, _, _, _, solution = least_squares()
@@ -239,7 +251,7 @@ def test_scipy_methods_with_hessp_reach_lstsq(method):
     res = scipy.optimize.minimize(
         obj.fun, np.zeros(H.n), jac=obj.jac, hessp=obj.hessp, method=method, options=OPTIONS[method]
     )
-    assert res.success, res.message
+    assert_converged(res, method, obj.jac)
     np.testing.assert_allclose(res.x, solution, rtol=0, atol=1e-9)
 
 
@@ -251,7 +263,7 @@ def test_scipy_methods_with_the_bound_operator_as_hess(method):
     res = scipy.optimize.minimize(
         obj.fun, np.zeros(H.n), jac=obj.jac, hess=obj.hess, method=method, options=options
     )
-    assert res.success, res.message
+    assert_converged(res, method, obj.jac)
     # SciPy's trust-constr stops on its trust radius near 1e-8 even with the
     # exact dense Hessian: compare with that run, and with lstsq to its accuracy.
     dense = scipy.optimize.minimize(

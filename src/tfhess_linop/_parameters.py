@@ -216,16 +216,21 @@ class ParameterVector:
 
             @tf.function(input_signature=[tf.TensorSpec([self.n], tf.float64)])
             def assign(flat):
+                changed = [tf.constant(False)]
                 for variable, value in zip(variables, layout.split(flat), strict=True):
+                    same = tf.reduce_all(tf.equal(variable, value))
                     tf.cond(
-                        tf.reduce_all(tf.equal(variable, value)),
+                        same,
                         tf.no_op,
                         lambda variable=variable, value=value: variable.assign(value).op,
                     )
+                    changed.append(tf.logical_not(same))
+                return tf.reduce_any(tf.stack(changed))
 
             self._compiled_assign = assign = assign.get_concrete_function()
-        assign(tf.constant(self._layout.flatten(pieces)))
-        if self._fixed is not None:
+        changed = bool(assign(tf.constant(self._layout.flatten(pieces))))
+        if changed and self._fixed is not None:
+            # Stop the kept passes now rather than at the next product's check.
             self._fixed.invalidate()
 
 

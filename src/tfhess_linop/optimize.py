@@ -398,9 +398,13 @@ def minimize(hessian, method="trust-krylov", *, x0=None, **kwargs):
         elif chosen in _DENSE_HESSIAN_METHODS:
             functions["hess"] = objective.dense_hess
         try:
-            result = scipy.optimize.minimize(
-                objective.fun, start, method=method, **functions, **kwargs
-            )
+            # hessp is called several times at each point (trust-krylov,
+            # trust-ncg, Newton-CG): the fixed point pays the primal passes
+            # once per point and restarts when the point moves.
+            with hessian.fixed_point():
+                result = scipy.optimize.minimize(
+                    objective.fun, start, method=method, **functions, **kwargs
+                )
             hessian.set_parameters(result.x)
         except BaseException:
             hessian._assign_parameters(saved)
