@@ -157,6 +157,11 @@ def eigsh(
     ARPACK applies the operator one vector at a time (``matvec``), so each
     product is one Hessian-vector product; :func:`lobpcg` batches them.
 
+    NumPy's BLAS runs on one thread during the call (through threadpoolctl):
+    ARPACK's reorthogonalisation is memory-bound, and OpenBLAS's worker
+    threads, which busy-wait after each call, would take cores from the
+    Hessian-vector products in between.
+
     With `sigma` (shift-invert: the eigenvalues nearest `sigma`), no `M`
     and no `OPinv`, an operator that is not a matrix (a Hessian) is
     inverted by ``tfhess_linop.inverse(A, sigma, method="minres",
