@@ -85,11 +85,18 @@ def test_docstring_and_page_examples_run(runs):
     assert re.search(r"\d+ passed", summary), summary
 
 
+def _built_page(runs, page):
+    """A page of the build; a failed build is reported by the test above, not here."""
+    runs["sphinx"].wait()
+    path = runs["html"] / page
+    assert path.is_file(), f"the build wrote no {page}:\n{runs['sphinx'].output()}"
+    return path.read_text(encoding="utf-8")
+
+
 def test_api_reference_documents_every_public_name(runs):
-    assert runs["sphinx"].wait() == 0, runs["sphinx"].output()
     import tfhess_linop
 
-    page = (runs["html"] / "api.html").read_text(encoding="utf-8")
+    page = _built_page(runs, "api.html")
     # Documented at the top level or in the submodule that defines it.
     missing = [
         name
@@ -101,16 +108,15 @@ def test_api_reference_documents_every_public_name(runs):
 
 
 def test_gallery_index_shows_every_example(runs):
-    assert runs["sphinx"].wait() == 0, runs["sphinx"].output()
     html = runs["html"]
-    index = (html / "auto_examples" / "index.html").read_text(encoding="utf-8")
+    index = _built_page(runs, "auto_examples/index.html")
     for script in sorted((ROOT / "examples").glob("*.py")):
         name = script.stem
         assert f'href="{name}.html' in index, f"the gallery does not list {name}"
         thumbnail = f"_images/sphx_glr_{name}_thumb.png"
         assert thumbnail in index, f"no thumbnail for {name}"
         assert (html / thumbnail).stat().st_size > 5_000, f"{name}'s thumbnail is empty"
-    front = (html / "index.html").read_text(encoding="utf-8")
+    front = _built_page(runs, "index.html")
     assert 'href="auto_examples/index.html"' in front
     assert 'href="notebooks/hessian_tour.html"' in front
 
