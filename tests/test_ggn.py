@@ -193,7 +193,7 @@ def test_monte_carlo_fisher_within_its_standard_error():
     x, labels, _, rng = _data(3)
     model, _ = _model(None, seed=3, hidden=4)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    draws = 6
+    draws = 3
     F = thl.Fisher.from_keras(model, loss, x, labels, mc_samples=draws, seed=7, batch_size=5)
     J = _flat_jacobian(model, x)
     p = tf.nn.softmax(model(x)).numpy()

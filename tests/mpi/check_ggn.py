@@ -1,8 +1,8 @@
 """Run under ``mpiexec -n P``: the GGN, empirical Fisher and MC Fisher are collective.
 
 Every rank builds each operator on its shard of the data of
-``tests/test_ggn.py`` (uneven shards, batches of 5, sample weights) and on
-all the data serially. Checked: the distributed dense matrices equal the
+``tests/test_ggn.py`` (uneven shards, batches of 5, sample weights); rank 0
+also builds it on all the data serially. Checked: the distributed dense matrices equal the
 serial ones and are bit-identical on every rank, and ``eigsh`` of the
 distributed GGN agrees on every rank. Rank 0 writes a JSON report to
 ``sys.argv[1]`` (failed comparisons are listed in it, not raised, so that no
@@ -46,7 +46,10 @@ for name, cls, options in (
     ("EmpiricalFisher", thl.EmpiricalFisher, {}),
     ("Fisher mc", thl.Fisher, {"mc_samples": 2}),
 ):
-    serial = cls.from_keras(model, loss, x, labels, sample_weight=weights, **options).dense()
+    serial = None
+    if rank == 0:
+        serial = cls.from_keras(model, loss, x, labels, sample_weight=weights, **options).dense()
+    serial = comm.bcast(serial, root=0)
     operator = cls.from_keras(
         model, loss, x, labels, sample_weight=weights, batch_size=5, comm=comm, **options
     )
