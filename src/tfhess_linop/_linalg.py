@@ -1,18 +1,19 @@
 """Dense linear algebra of the algorithms on tall (n, s) blocks, n up to ~10^6.
 
-Two levers, both measured on a 2-core CPU (n = 10^6, s = 33, float64):
+Two levers, both measured on a 2-core CPU shared with other processes
+(n = 10^6, float64, CPU seconds):
 
 - Orthonormal bases by Cholesky QR (a Gram matrix and a triangular update,
   both BLAS-3) repeated until orthonormal to working precision: twice for a
   well-conditioned block (CholeskyQR2), three times with a shift for an
   ill-conditioned one (shifted CholeskyQR3); Householder QR
   (:func:`numpy.linalg.qr`), whose panels are BLAS-2, is kept for
-  numerically rank-deficient blocks. 0.5-0.8 s against 1.5-3.4 s.
+  numerically rank-deficient blocks. 0.7 s against 4.5 s for s = 33.
 - BLAS on one thread while an algorithm runs: OpenBLAS's worker threads
-  busy-wait after each call and compete with TensorFlow's threads (and with
-  each other when the cores are shared), which made the outside-product
-  work of ``eigsh`` 6x slower and the products that follow a BLAS call
-  10-15 % slower.
+  busy-wait after each call and compete with TensorFlow's threads and with
+  each other. With two BLAS threads the same Cholesky QR took 4.1 s,
+  ARPACK's work in ``eigsh`` 6x the wall time, and the Hessian-vector
+  products between BLAS calls 10-15 % longer.
 """
 
 from __future__ import annotations
