@@ -3,6 +3,11 @@
 Build (warnings are errors, no network needed)::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+The build runs every example of the gallery (two at a time; set
+``TFHESS_LINOP_GALLERY_JOBS`` to change that, ``CI=true`` for their small
+sizes) and the notebook. ``-D plot_gallery=0`` shows the examples without
+running them; a rebuild reruns only the examples that changed.
 """
 
 from __future__ import annotations
