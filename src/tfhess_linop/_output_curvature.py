@@ -329,14 +329,37 @@ def _words(tensor):
 
 
 def sample_hash(x):
-    """One 32-bit hash per sample of the input nest `x`, from its content: shape (batch,)."""
+    """One 32-bit hash per sample of the input nest `x`, from its content: shape (batch,).
+
+    A sum of the sample's 32-bit words times per-position odd constants
+    (modulo 2**32; three integer operations per word), then mixed.
+    """
     total = None
     for leaf_index, leaf in enumerate(tf.nest.flatten(x)):
         words = _words(tf.convert_to_tensor(leaf))
-        positions = tf.range(tf.shape(words)[1], dtype=tf.int64) + 0x10000 * (leaf_index + 1)
-        part = tf.reduce_sum(_mix(tf.bitwise.bitwise_xor(words, _mix(positions))), axis=1)
+        width = words.shape[1]
+        if width is not None:
+            # A static width: the constants are a constant of the graph.
+            positions = np.arange(width, dtype=np.int64) + 0x10000 * (leaf_index + 1)
+            constants = tf.constant((_mix_numpy(positions) & 0x7FFFFFFF) | 1)
+        else:
+            positions = tf.range(tf.shape(words)[1], dtype=tf.int64) + 0x10000 * (leaf_index + 1)
+            constants = tf.bitwise.bitwise_or(
+                tf.bitwise.bitwise_and(_mix(positions), 0x7FFFFFFF), 1
+            )
+        # Odd constants below 2**31: every product below 2**63, every sum too.
+        part = tf.reduce_sum(tf.bitwise.bitwise_and(words * constants, _MASK), axis=1)
         total = part if total is None else total + part
     return _mix(tf.bitwise.bitwise_and(total, _MASK))
+
+
+def _mix_numpy(x):
+    """`_mix` in NumPy."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & _MASK
+    return x ^ (x >> 16)
 
 
 def _stream_constant(stream):
