@@ -84,7 +84,10 @@ class InverseOperator(LinearOperator):
         self.n_hvp += result.n_matvec
         self.n_solves += 1
         self.last_result = result
-        if result.info != 0:
+        # MINRES also stops (info 0) at a least-squares solution of a singular
+        # system, whose residual stays above the tolerance: not an inverse.
+        solved = result.info == 0 and result.residual_norm <= self.rtol * np.linalg.norm(b)
+        if not solved:
             self.n_unconverged += 1
             self._report(result, b)
         return result.x
