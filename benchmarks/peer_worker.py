@@ -301,14 +301,14 @@ class Case:
     # ----------------------------------------------------------- requests
 
     def hello(self):
+        from importlib.metadata import PackageNotFoundError, version
+
         versions = {"torch": self.torch.__version__, "numpy": np.__version__}
         for name in PEERS:
+            distribution = {"curvlinops": "curvlinops-for-pytorch"}.get(name, name)
             try:
-                from importlib.metadata import version
-
-                distribution = {"curvlinops": "curvlinops-for-pytorch"}.get(name, name)
                 versions[name] = version(distribution)
-            except Exception:
+            except PackageNotFoundError:
                 versions[name] = "unavailable"
         return {
             "n": self.n,
@@ -320,10 +320,11 @@ class Case:
 
     def agree(self, out):
         """H v by each peer and a tight lambda_1, saved to `out` in TF's layout."""
-        arrays, started = {}, time.perf_counter()
-        for name in ("matvec",):
-            for peer, (call, _, _) in self.metric(name).items():
-                arrays[peer] = self.to_tf(call().detach().numpy())
+        started = time.perf_counter()
+        arrays = {
+            peer: self.to_tf(call().detach().numpy())
+            for peer, (call, _, _) in self.metric("matvec").items()
+        }
         lambda_1 = None
         if "curvlinops" in self.peers:
             lambda_1 = self._curvlinops_eigsh(**REFERENCE)
