@@ -426,7 +426,10 @@ class Hessian(ParameterVector):
         hold the values the passes read (bit for bit); after any change
         (`set_parameters`, an optimizer step, a plain ``assign``) the passes
         are recomputed at the new point, so the block never returns a stale
-        product.
+        product. Other variables the loss reads (BatchNorm's moving
+        statistics in inference mode, a frozen layer's weights) are read once
+        per point and not checked: change them only outside the block, or
+        move the parameters too (as an optimizer step does).
 
         Parameters
         ----------
