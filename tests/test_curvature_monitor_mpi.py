@@ -1,4 +1,4 @@
-"""`CurvatureMonitor` under ``mpiexec -n 2`` (uneven shards of 12 and 11 samples)."""
+"""`CurvatureMonitor` under ``mpiexec -n 2`` and ``-n 3`` (uneven shards: 12/11, 8/8/7)."""
 
 import pytest
 
@@ -7,7 +7,7 @@ pytest.importorskip("mpi4py")
 from test_mpi import run_under_mpi
 
 
-@pytest.mark.parametrize("ranks", [2])
+@pytest.mark.parametrize("ranks", [2, 3])
 def test_monitor_logs_the_serial_values_identically_on_every_rank(ranks, tmp_path):
     report = run_under_mpi("check_curvature_monitor.py", ranks, tmp_path / "report.json")
     assert report["size"] == ranks
