@@ -105,6 +105,35 @@ def test_fixed_point_products_equal_plain_products(kind, batch_size):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
+def test_results_are_the_callers_own_arrays():
+    # Requests share one reused buffer and replies are TensorFlow's memory:
+    # neither may leak into what the caller holds.
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=7)
+    rng = np.random.default_rng(5)
+    vectors = [rng.standard_normal(H.n) for _ in range(3)]
+    block = rng.standard_normal((H.n, 4))
+    plain = [H.hvp(v) for v in vectors]
+    kept = [v.copy() for v in vectors]
+    with H.fixed_point():
+        results = [H.hvp(v) for v in vectors]
+        block_result = H.hvp(block)
+        again = H.hvp(vectors[0])
+        # Fortran order, a strided view: any layout is copied in as it is.
+        strided = H.hvp(np.asfortranarray(block)[:, ::2])
+    for v, k in zip(vectors, kept, strict=True):
+        np.testing.assert_array_equal(v, k)
+    for result, reference in zip(results, plain, strict=True):
+        assert result.flags.writeable
+        assert not any(np.shares_memory(result, other) for other in results if other is not result)
+        np.testing.assert_allclose(result, reference, rtol=0, atol=1e-13 * np.abs(reference).max())
+    np.testing.assert_array_equal(again, results[0])
+    np.testing.assert_allclose(block_result[:, ::2], strided, rtol=0, atol=1e-12)
+    results[1] += 1.0  # writeable, and changes nothing else
+    np.testing.assert_array_equal(again, results[0])
+
+
 def test_assignments_and_optimizer_steps_invalidate_the_passes():
     model = _mlp()
     x, y = _data()
