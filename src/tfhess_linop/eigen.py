@@ -4,7 +4,8 @@ Three solvers, all matrix-free and all working on any symmetric
 ``LinearOperator`` (a Hessian from :func:`tfhess_linop.as_linop`, a dense
 array, a sparse matrix):
 
-- :func:`eigsh`, SciPy's implicitly restarted Lanczos method (ARPACK) with a
+- :func:`eigsh`, a thick-restart Lanczos method for the extreme eigenvalues
+  (SciPy's ARPACK for shift-invert, generalized problems and "SM"), with a
   start vector that is deterministic and identical on every MPI rank, and a
   Krylov dimension chosen for few Hessian-vector products;
 - :func:`lobpcg`, SciPy's block method, whose products are batched through
@@ -22,6 +23,7 @@ import scipy.sparse.linalg as sla
 
 from . import _checks, _mpi
 from ._linalg import single_threaded_blas
+from ._thick_restart import HANDLED, thick_restart_lanczos
 from .inverses import inverse
 
 __all__ = ["eigsh", "lobpcg", "power_iteration"]
@@ -218,8 +220,13 @@ def eigsh(
     ):
         given = A
         A, k, v0, ncv, tol, maxiter = _iv_eigsh(A, k, which, v0, ncv, sigma, tol, maxiter)
+        in_house = _uses_thick_restart(k, M, sigma, which, Minv, OPinv, mode)
         A, OPinv, tol = _shift_invert(A, given, sigma, M, OPinv, tol)
         with single_threaded_blas():
+            if in_house:
+                return thick_restart_lanczos(
+                    A, k, which, v0, ncv, tol, maxiter, return_eigenvectors
+                )
             return sla.eigsh(
                 A,
                 k=k,
@@ -231,6 +238,16 @@ def eigsh(
                 OPinv=OPinv,
                 **options,
             )
+
+
+def _uses_thick_restart(k, M, sigma, which, Minv, OPinv, mode):
+    """Whether `eigsh` solves with the thick-restart Lanczos method, not ARPACK.
+
+    The standard problem at an end of the spectrum; ARPACK keeps the others,
+    and ``which="BE"`` with ``k=1``, which it rejects.
+    """
+    standard = M is None and sigma is None and Minv is None and OPinv is None
+    return standard and mode == "normal" and which in HANDLED and (which, k) != ("BE", 1)
 
 
 def _iv_lobpcg(A, k, X, Y, tol, maxiter, rng):
