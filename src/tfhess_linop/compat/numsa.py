@@ -55,38 +55,31 @@ output may see these differences:
   a training loop is cheap. The loss is traced once: NumPy data it reads from
   globals is captured at the first trace. To change the data, define a new
   loss function (or use :meth:`tfhess_linop.Hessian.from_keras`).
+
+This module holds the class, its construction and its evaluations (products,
+gradient, dense matrix); the seed's algorithms (``eig``, ``RandMatSVD``,
+``pCG``) are in ``_numsa_algorithms``, and the detection of the loss's form
+with the cache of compiled Hessians in ``_numsa_compiled``.
 """
 
 from __future__ import annotations
-
-import collections
-import inspect
-import numbers
-import warnings
 
 import numpy as np
 import numpy.linalg as la
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .. import _checks, _mpi
-from ..eigen import power_iteration
-from ..hessian import Hessian as _Hessian
+from .. import _mpi
 from ..linop import as_linop
-from ..solve import pcg
-from ..svd import randomized_svd
+from ._numsa_algorithms import NumsaAlgorithms
+from ._numsa_compiled import compiled_hessian, takes_comm
 
 __all__ = ["Hessian", "la"]
 
 _FLAGS = ("None", "KERAS")
 
-# Compiled Hessians kept for reuse: the seed's notebook builds a new Hessian
-# for the same loss and weights at every training step.
-_CACHE_SIZE = 8
-_cache: collections.OrderedDict = collections.OrderedDict()
 
-
-class Hessian:
+class Hessian(NumsaAlgorithms):
     """The Hessian of a TensorFlow loss, with the seed's ``numsa`` interface.
 
     Parameters
@@ -151,8 +144,8 @@ class Hessian:
         self.LossFunction = Loss
         self.x0 = x0
         self._structured = isinstance(x0, (list, tuple))
-        takes_comm = _takes_comm(Loss)
-        if takes_comm and comm is None:
+        loss_takes_comm = takes_comm(Loss)
+        if loss_takes_comm and comm is None:
             try:
                 comm = _mpi.world()
             except ImportError:
@@ -160,8 +153,8 @@ class Hessian:
                     "`Loss` takes a communicator, `Loss(weights, comm)`, which needs mpi4py; "
                     "install it (`pip install 'tfhess-linop[mpi]'`) or pass `comm=`."
                 ) from None
-        self.comm = _mpi.resolve_comm(comm) if takes_comm else None
-        self.hessian = _compiled_hessian(Loss, x0, self.comm, takes_comm)
+        self.comm = _mpi.resolve_comm(comm) if loss_takes_comm else None
+        self.hessian = compiled_hessian(Loss, x0, self.comm, loss_takes_comm)
         self.operator = as_linop(self.hessian)
         self.last_solve = None
         self.SwitchVerbose(False)
@@ -304,198 +297,7 @@ class Hessian:
         dense = 0.5 * (dense + dense.T)
         return (dense, self.hessian.gradient()) if grad else dense
 
-    # ------------------------------------------------------------- algorithms
-
-    def eig(self, flag, itmax=1000, tol=1e-6, rng=None):
-        """An extreme eigenvalue by power iteration. Collective.
-
-        Parameters
-        ----------
-        flag : {"pi-max", "pi-min"}
-            The largest or the smallest (algebraic) eigenvalue.
-        itmax : int, optional
-            Maximum number of products per power-iteration stage.
-        tol : float, optional
-            Relative residual tolerance, ``‖Hv - λv‖ <= tol |λ|``.
-        rng : int or numpy.random.Generator, optional
-            Seed or generator of the start vector; by default drawn from
-            NumPy's global random state (``np.random.seed`` fixes it).
-
-        Returns
-        -------
-        tf.Tensor
-            A scalar in the variables' dtype.
-
-        See Also
-        --------
-        tfhess_linop.power_iteration, tfhess_linop.eigsh
-        """
-        which = {"pi-max": "LA", "pi-min": "SA"}.get(flag)
-        if which is None:
-            raise ValueError(f"`flag` must be 'pi-max' or 'pi-min'; got {flag!r}.")
-        # The seed's names, not those of power_iteration, in the messages.
-        itmax = _checks.positive_integer(itmax, "itmax")
-        tol = _checks.nonnegative_real(tol, "tol")
-        value, _, info = power_iteration(
-            self.operator, which, tol=tol, maxiter=itmax, rng=_generator(rng)
-        )
-        if info:
-            self._say(f"eig({flag!r}): no convergence to tol={tol} in {itmax} steps.")
-        return tf.constant(value, dtype=self.hessian.dtype)
-
-    def RandMatSVD(self, k, p, Krylov=1, rng=None):
-        """The `k` leading singular triplets, by randomized SVD. Collective.
-
-        ``Krylov=1`` is the randomized range finder of Halko, Martinsson and
-        Tropp (their Algorithm 4.1) with ``k + p`` test vectors;
-        ``Krylov=q > 1`` uses the block Krylov space
-        ``[H Ω, H² Ω, ..., H^q Ω]``.
-
-        Parameters
-        ----------
-        k : int
-            Number of triplets.
-        p : int
-            Oversampling.
-        Krylov : int, optional
-            Number of Krylov blocks q.
-        rng : int or numpy.random.Generator, optional
-            Seed or generator of the test matrix Ω; by default drawn from
-            NumPy's global random state.
-
-        Returns
-        -------
-        U : ndarray, shape (n, k)
-        sigma : ndarray, shape (k,)
-            Descending, like :func:`numpy.linalg.svd`.
-        Vt : ndarray, shape (k, n)
-
-        See Also
-        --------
-        tfhess_linop.randomized_svd
-        """
-        if isinstance(Krylov, bool) or not isinstance(Krylov, numbers.Integral) or Krylov < 1:
-            raise ValueError(f"`Krylov` must be a positive integer; got {Krylov!r}.")
-        n = self.hessian.n
-        k = _checks.positive_integer(k, "k", upper=n, upper_text=f"n = {n}")
-        p = _checks.nonnegative_integer(p, "p")
-        method = "subspace" if Krylov == 1 else "krylov"
-        return randomized_svd(
-            self.operator,
-            k,
-            oversample=p,
-            n_iter=int(Krylov) - 1,
-            method=method,
-            rng=_generator(rng),
-        )
-
-    def pCG(
-        self,
-        b,
-        k,
-        p,
-        itmax=1000,
-        tol=None,
-        KOrd=1,
-        mu=None,
-        var=None,
-        *,
-        x0=None,
-        rng=None,
-        return_info=False,
-    ):
-        """Solve ``H x = b`` by CG with a rank-`k` Nyström preconditioner. Collective.
-
-        Parameters
-        ----------
-        b : array_like, shape (n,) or (n, 1)
-        k : int
-            Rank of the preconditioner.
-        p : int
-            Oversampling of its sketch.
-        itmax : int, optional
-            Maximum number of CG iterations.
-        tol : float, optional
-            Stop when ``‖b - Hx‖ <= tol ‖b‖``; default 1e-8 for a float64
-            loss, 1e-5 for lower precision (what its products can reach).
-        KOrd : int, optional
-            The seed's Krylov order of its preconditioner; the Nyström
-            preconditioner needs none, and values other than 1 only warn.
-        mu, var : float, optional
-            Start from a normal random vector with this mean and standard
-            deviation (the seed's start); by default CG starts from zero.
-        x0 : array_like, shape (n,) or (n, 1), optional
-            Start vector.
-        rng : int or numpy.random.Generator, optional
-            Seed or generator of the sketch (and of the random start); by
-            default drawn from NumPy's global random state.
-        return_info : bool, optional
-            Also return the `tfhess_linop.SolveResult`.
-
-        Returns
-        -------
-        x : ndarray, shape of `b`
-            The solution, or on negative curvature the last iterate (at the
-            first iteration: the preconditioned `b`, a descent direction).
-        result : tfhess_linop.SolveResult
-            Only with `return_info`; also kept in ``self.last_solve``.
-        """
-        k, p, itmax, tol = self._iv_pcg(k, p, itmax, tol)
-        b_array = np.asarray(b, dtype=np.float64)
-        shape = b_array.shape
-        b_flat = self._flat_vector(b_array, "b")
-        if KOrd != 1:
-            warnings.warn(
-                "`KOrd` has no effect: the Nyström preconditioner is built from one sketch.",
-                UserWarning,
-                stacklevel=2,
-            )
-        generator = _generator(rng)
-        if mu is not None or var is not None:
-            draw = _mpi.draw(generator, (self.hessian.n,), self.comm)
-            x0 = (0.0 if mu is None else mu) + (1.0 if var is None else var) * draw
-        elif x0 is not None:
-            x0 = self._flat_vector(x0, "x0")
-        result = pcg(
-            self.operator,
-            b_flat,
-            rank=min(k, self.hessian.n),
-            oversample=p,
-            x0=x0,
-            rtol=tol,
-            maxiter=itmax,
-            rng=generator,
-        )
-        self.last_solve = result
-        x = result.x
-        curvature = result.negative_curvature
-        if curvature is not None:
-            if not np.any(x):
-                x = curvature.direction
-            self._say(
-                f"Iteration {curvature.iteration}: negative curvature "
-                f"d^T H d / |d|^2 = {curvature.curvature:.6g} <= 0; "
-                f"residual {result.residual_norm:.6g}."
-            )
-        elif result.info:
-            self._say(
-                f"Max iteration reached ! residual {result.residual_norm:.6g} after "
-                f"{result.n_iter} iterations."
-            )
-        x = x.reshape(shape)
-        return (x, result) if return_info else x
-
     # --------------------------------------------------------------- helpers
-
-    def _iv_pcg(self, k, p, itmax, tol):
-        """Check `pCG`'s sizes under the seed's names; no float or string is rounded."""
-        k = _checks.positive_integer(k, "k")
-        p = _checks.nonnegative_integer(p, "p")
-        itmax = _checks.positive_integer(itmax, "itmax")
-        if tol is None:
-            tol = 1e-8 if self.hessian.dtype == tf.float64 else 1e-5
-        return k, p, itmax, _checks.nonnegative_real(tol, "tol")
-
     def _say(self, message):
         if self.verbose and _mpi.rank(self.comm) == 0:
             print(message)
@@ -528,55 +330,3 @@ class Hessian:
         dtype = self.hessian.dtype
         pieces = [tf.constant(a, dtype=dtype) for a in self.hessian.unflatten(flat)]
         return pieces if self._structured else pieces[0]
-
-
-def _generator(rng):
-    """A NumPy generator; by default seeded from NumPy's global state, like the seed.
-
-    The seed drew its random vectors with ``np.random.normal``, so
-    ``np.random.seed`` made its results reproducible; so it does here.
-    """
-    if rng is None:
-        return np.random.default_rng(np.random.randint(0, 2**31 - 1))  # noqa: NPY002
-    return _checks.generator(rng)
-
-
-def _takes_comm(Loss):
-    """Whether `Loss` is the seed's parallel form ``Loss(weights, comm)``."""
-    if not callable(Loss):
-        raise TypeError(f"`Loss` must be callable; got {type(Loss).__name__}.")
-    try:
-        parameters = list(inspect.signature(Loss).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    positional = [
-        q
-        for q in parameters
-        if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD) and q.default is q.empty
-    ]
-    return len(positional) >= 2 or any(q.name == "comm" for q in parameters)
-
-
-def _compiled_hessian(Loss, x0, comm, takes_comm):
-    """A `tfhess_linop.Hessian` of `Loss` at `x0`, reused for the same loss and variables."""
-    variables = tuple(x0) if isinstance(x0, (list, tuple)) else (x0,)
-    key = (id(Loss), tuple(id(v) for v in variables), id(comm))
-    entry = _cache.get(key)
-    if (
-        entry is not None
-        and entry[0] is Loss
-        and all(a is b for a, b in zip(entry[1], variables, strict=True))
-    ):
-        _cache.move_to_end(key)
-        return entry[2]
-    if takes_comm:
-
-        def loss(weights):
-            return Loss(weights, comm)
-    else:
-        loss = Loss
-    hessian = _Hessian(loss, x0, comm=comm)
-    _cache[key] = (Loss, variables, hessian)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return hessian
