@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _checks, _mpi
 from ._progress import BudgetSpent, CountedOperator, progress_bar
+from ._thick_restart import products_bound
 
 __all__ = ["CurvatureMonitor"]
 
@@ -197,8 +198,9 @@ class CurvatureMonitor(keras.callbacks.Callback):
         self.verbose = _flag(verbose, "verbose")
         solves = 1 + self.smallest
         spare = self.max_hvps - (self.trace_matvecs if self.trace else 0)
-        # The least one ARPACK iteration takes, with the fewest Lanczos vectors.
-        needed = solves * _arpack_products(self.k, self.k + 1, 1)
+        # The least basis a solve gets, 2k + 1 Lanczos vectors (eigsh's default
+        # ncv is never smaller): its first basis alone takes that many.
+        needed = solves * (2 * self.k + 1)
         if spare < needed:
             raise ValueError(
                 f"`max_hvps` = {self.max_hvps} leaves {spare} products for the eigenvalues "
@@ -315,13 +317,15 @@ class CurvatureMonitor(keras.callbacks.Callback):
         """`k` eigenvalues at end `which` within this solve's share of products.
 
         The number of Lanczos vectors and of restarts are chosen so that
-        ARPACK's products fit the share (`_arpack_products`); should it ask
-        for more, the solve stops there and logs NaN.
+        the solver's products fit the share (`_arpack_products`); should it
+        ask for more, the solve stops there and logs NaN. The thick-restart
+        solver tests convergence after every product, so a basis as large as
+        the share costs nothing when it converges sooner.
         """
         from scipy.sparse.linalg import ArpackNoConvergence
 
         n, share = A.shape[0], self._share
-        ncv = min(n, max(2 * k + 1, k + _EXTRA_LANCZOS_VECTORS), (share + 1) // 2)
+        ncv = min(n, max(2 * k + 1, k + _EXTRA_LANCZOS_VECTORS), share)
         ncv = max(ncv, k + 1)
         maxiter = 1
         while _arpack_products(k, ncv, maxiter + 1) <= share:
@@ -357,13 +361,13 @@ class CurvatureMonitor(keras.callbacks.Callback):
 
 
 def _arpack_products(k, ncv, maxiter):
-    """An upper bound on the products of ARPACK's `eigsh` (k, ncv, maxiter restarts).
+    """The most products `tfhess_linop.eigsh` takes for "LA"/"SA" (k, ncv, maxiter restarts).
 
-    Measured (SciPy's ARPACK, which LA/SA, k = 1-3, ncv = k + 1 to 16): the
-    first iteration takes ``ncv`` products and up to ``max(2, ncv - 1)``
-    more, each later one up to ``ncv - 1``.
+    The bound of its thick-restart Lanczos solver (the name is that of the
+    ARPACK bound it replaced): ``ncv`` products for the first basis, then at
+    most ``ncv`` minus the Ritz vectors kept per restart.
     """
-    return ncv + max(2, ncv - 1) + (maxiter - 1) * max(1, ncv - 1)
+    return products_bound(k, ncv, maxiter)
 
 
 def _flag(value, name):
