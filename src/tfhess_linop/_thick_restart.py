@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg.blas import dgemv
+from scipy.linalg.blas import daxpy, dgemv
 from scipy.sparse.linalg import ArpackNoConvergence
 
 __all__ = ["HANDLED", "kept_vectors", "products_bound", "thick_restart_lanczos"]
@@ -60,7 +60,7 @@ def kept_vectors(k, ncv, converged):
 
 def products_bound(k, ncv, maxiter):
     """The most products `thick_restart_lanczos` takes (k, ncv, `maxiter` restarts)."""
-    return ncv + (maxiter - 1) * (ncv - kept_vectors(k, ncv, 0))
+    return ncv + maxiter * (ncv - kept_vectors(k, ncv, 0))
 
 
 def _priority(theta, which):
@@ -92,6 +92,7 @@ class _Basis:
         self.V = np.empty((ncv + 1, n))
         self.T = np.zeros((ncv + 1, ncv + 1))
         self.V[0] = v0 / np.linalg.norm(v0)
+        self.work = np.empty(n)
         self.restarts_drawn = 0
         # The largest |alpha|, beta and ||A v|| met: the scale of the rounding
         # errors of a step, below which a new vector is noise.
@@ -102,29 +103,33 @@ class _Basis:
         return dgemv(1.0, self.V[:rows].T, w, trans=1)
 
     def subtract(self, rows, h, w):
-        """``w - V[:rows]ᵀ h``, in place when `w` is contiguous."""
-        return dgemv(-1.0, self.V[:rows].T, h, beta=1.0, y=w, overwrite_y=1)
+        """``w -= V[:rows]ᵀ h``, in place (`w` is contiguous float64)."""
+        dgemv(-1.0, self.V[:rows].T, h, beta=1.0, y=w, overwrite_y=1)
 
     def orthogonalise(self, rows, w, norm):
-        """`w` orthogonal to ``V[:rows]`` (classical Gram-Schmidt, DGKS second pass)."""
+        """Make `w` orthogonal to ``V[:rows]`` in place; returns (norm, independent).
+
+        Classical Gram-Schmidt, with a second pass by the DGKS test. Not
+        independent: two passes each removed most of the vector, which lies in
+        span(V[:rows]) to working precision (an invariant subspace).
+        """
         for _ in range(2):
-            w = self.subtract(rows, self.project(rows, w), w)
+            self.subtract(rows, self.project(rows, w), w)
             before, norm = norm, float(np.linalg.norm(w))
             if norm >= _DGKS * before:
-                return w, norm, True
-        # Two passes each removed most of the vector: it lies in span(V[:rows])
-        # to working precision (an invariant subspace).
-        return w, norm, False
+                return norm, True
+        return norm, False
 
     def fresh_start(self, j):
         """Put a deterministic unit vector orthogonal to ``V[:j]`` in ``V[j]``."""
         while True:
             self.restarts_drawn += 1
             rng = np.random.default_rng([1, self.restarts_drawn])
-            w = rng.standard_normal(self.V.shape[1])
-            w, norm, independent = self.orthogonalise(j, w, float(np.linalg.norm(w)))
+            w = self.work
+            w[:] = rng.standard_normal(w.size)
+            norm, independent = self.orthogonalise(j, w, float(np.linalg.norm(w)))
             if independent:
-                self.V[j] = w / norm
+                np.divide(w, norm, out=self.V[j])
                 return
 
     def restart(self, m, keep, theta, S, beta):
@@ -159,22 +164,24 @@ def _step(A, basis, j, arrow):
     reports an invariant subspace: the new vector lies in the span of the
     basis to working precision, or the basis spans the whole space.
     """
-    V, T = basis.V, basis.T
-    w = np.array(A.matvec(V[j]), dtype=np.float64, copy=True).reshape(-1)
+    V, T, w = basis.V, basis.T, basis.work
+    # In place on one work vector with BLAS-1/2 calls: numpy's temporaries
+    # of n elements would each be a fresh allocation and its page faults.
+    np.copyto(w, np.asarray(A.matvec(V[j]), dtype=np.float64).reshape(-1))
     basis.scale = max(basis.scale, float(np.linalg.norm(w)))
     if arrow:
-        w = basis.subtract(j, T[:j, j], w)
+        basis.subtract(j, T[:j, j], w)
     elif j > 0:
-        w -= T[j - 1, j] * V[j - 1]
+        daxpy(V[j - 1], w, a=-T[j - 1, j])
     alpha = float(V[j] @ w)
-    w -= alpha * V[j]
+    daxpy(V[j], w, a=-alpha)
     T[j, j] = alpha
-    w, beta, independent = basis.orthogonalise(j + 1, w, float(np.linalg.norm(w)))
+    beta, independent = basis.orthogonalise(j + 1, w, float(np.linalg.norm(w)))
     basis.scale = max(basis.scale, abs(alpha), beta)
     if j + 1 == V.shape[1] or not independent or beta <= _NOISE * basis.scale:
         beta = 0.0
     else:
-        V[j + 1] = w / beta
+        np.divide(w, beta, out=V[j + 1])
     T[j, j + 1] = T[j + 1, j] = beta
     return beta
 
@@ -201,8 +208,9 @@ def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvector
     tol : float
         Relative accuracy of the Ritz estimates; 0 means machine precision.
     maxiter : int or None
-        Restarts (ARPACK's iterations: the first basis counts as one); None
-        means ``10 n``, SciPy's default.
+        Restarts, as ARPACK's update iterations (SciPy's `maxiter`: the
+        first basis and `maxiter` restarts); None means ``10 n``, SciPy's
+        default.
     return_eigenvectors : bool
 
     Returns
@@ -224,7 +232,7 @@ def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvector
         raise ValueError("`v0` must be a nonzero vector.")
     basis = _Basis(n, ncv, v0)
     T = basis.T
-    j, arrow, iteration, deferred = 0, False, 1, False
+    j, arrow, restarts, deferred = 0, False, 0, False
     while True:
         beta = _step(A, basis, j, arrow)
         m = j + 1
@@ -247,9 +255,9 @@ def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvector
         if m < ncv:
             j, arrow = m, False
             continue
-        if iteration == maxiter:
+        if restarts == maxiter:
             break
-        iteration += 1
+        restarts += 1
         kept = kept_vectors(k, ncv, int(converged.sum()))
         basis.restart(m, order[:kept], theta, S, beta)
         if beta == 0.0:
@@ -258,7 +266,7 @@ def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvector
     found = wanted[converged]
     values, vectors = _result(basis, m, theta, S, found, True)
     raise ArpackNoConvergence(
-        f"No convergence ({maxiter} iterations, {found.size}/{k} eigenvectors converged)",
+        f"No convergence ({maxiter + 1} iterations, {found.size}/{k} eigenvectors converged)",
         values,
         vectors,
     )
