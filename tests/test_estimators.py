@@ -97,6 +97,28 @@ def test_exact_diagonal_progress_bar(capsys):
 HARMONIC = with_spectrum(1.0 / np.arange(1, 401), seed=1)  # eigenvalues 1/i
 
 
+def test_rademacher_probes_are_fair_independent_signs():
+    from tfhess_linop import _mpi
+
+    rng = np.random.default_rng(11)
+    probes = _mpi.draw(rng, (64, 1001), None, "rademacher")
+    assert probes.shape == (64, 1001) and probes.dtype == np.float64
+    assert set(np.unique(probes)) == {-1.0, 1.0}
+    m = probes.size
+    # Mean, neighbours' products and products across rows are each a sum of
+    # m (or about m) independent signs: within 4.5 standard deviations.
+    assert abs(probes.mean()) < 4.5 / np.sqrt(m)
+    assert abs((probes[:, 1:] * probes[:, :-1]).mean()) < 4.5 / np.sqrt(m)
+    assert abs((probes[1:] * probes[:-1]).mean()) < 4.5 / np.sqrt(m)
+    # Every bit position of a byte is used alike (columns 8 apart share one).
+    by_position = probes[:, :1000].reshape(64, 125, 8).mean(axis=(0, 1))
+    assert np.all(np.abs(by_position) < 4.5 / np.sqrt(m / 8))
+    # Rows drawn in two calls are the rows of one call.
+    again = np.random.default_rng(11)
+    split = np.vstack([_mpi.draw(again, (k, 1001), None, "rademacher") for k in (40, 24)])
+    np.testing.assert_array_equal(split, probes)
+
+
 def test_hutchinson_error_shrinks_like_one_over_sqrt_m():
     truth = np.trace(HARMONIC)
     seeds = range(40)

