@@ -229,3 +229,33 @@ def test_an_error_inside_the_passes_raises_instead_of_hanging():
             H.hvp(np.eye(2))
         w.assign([1.0, 1.0])
         np.testing.assert_allclose(H.hvp(np.eye(2)), np.diag([6.0, 6.0]))
+
+
+def test_staging_hands_tensorflow_an_aligned_copy_of_any_layout():
+    import threading
+
+    from tfhess_linop._staging import Staging
+
+    staging = Staging()
+    rng = np.random.default_rng(6)
+    block = rng.standard_normal((301, 6))
+    for array in (block, np.asfortranarray(block), block[::2, 1::2], block[:, 0]):
+        tensor = staging.tensor(array)
+        assert tensor.dtype == tf.float64 and tuple(tensor.shape) == array.shape
+        np.testing.assert_array_equal(tensor.numpy(), array)
+        # The buffer TensorFlow reads is 64-byte aligned and is not `array`.
+        assert np.asarray(tensor).ctypes.data % 64 == 0
+        assert not np.shares_memory(np.asarray(tensor), block)
+    # Each thread has its own buffer: concurrent callers do not overwrite each other.
+    views = {}
+
+    def stage(name, value):
+        views[name] = np.asarray(staging.tensor(np.full(50, value)))
+
+    threads = [threading.Thread(target=stage, args=(i, float(i))) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(3):
+        np.testing.assert_array_equal(views[i], float(i))

@@ -32,6 +32,7 @@ import tensorflow as tf
 from tensorflow.python.ops import gen_data_flow_ops
 
 from ._engine import PerformanceWarning, _caller_level
+from ._staging import Staging
 
 __all__ = ["FixedPoint", "default_memory_budget", "graph_bytes"]
 
@@ -40,8 +41,6 @@ _PRODUCT, _STOP = 0, 1
 # Dtypes of a request (block, command) and of a reply (block, stale flag).
 _REQUEST = [tf.float64, tf.int32]
 _REPLY = [tf.float64, tf.bool]
-# Bytes: TensorFlow's CPU kernels require tensor buffers aligned to this.
-_ALIGNMENT = 64
 
 
 def default_memory_budget():
@@ -108,7 +107,7 @@ class FixedPoint:
         self.reason = ""
         self.starts = 0
         self.estimated_bytes = None
-        self._staging = None
+        self._staging = Staging()
 
     def product(self, matrix):
         """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True."""
@@ -137,6 +136,7 @@ class FixedPoint:
         servers, self._servers = self._servers, []
         for server in servers:
             server.stop()
+        self._staging.release()
 
     # ----------------------------------------------------------------- inside
 
@@ -166,7 +166,7 @@ class FixedPoint:
         self._restore = state
 
     def _ask(self, matrix):
-        request = self._request(matrix)
+        request = self._staging.tensor(matrix)
         for server in self._servers:
             server.send(request)
         total, stale = None, False
@@ -183,25 +183,6 @@ class FixedPoint:
                     variable.assign(value)
             self._restore = []
         return total, stale
-
-    def _request(self, matrix):
-        """`matrix` as a tensor that shares a reused, 64-byte aligned buffer.
-
-        The vectors an algorithm passes have just been written, elsewhere in
-        memory, while the servers' last pass evicted the caches: a fresh
-        tensor for each (``tf.constant``: an allocation and a copy) took
-        190 us after a gradient on the 784-128-10 MLP, a copy into one buffer
-        that TensorFlow then reads in place (DLPack) 90 us, a gradient being
-        2.6 ms. TensorFlow requires the alignment; the buffer is not written
-        again before every server has answered.
-        """
-        rows, columns = matrix.shape
-        if self._staging is None or self._staging.shape != matrix.shape:
-            raw = np.empty(rows * columns + _ALIGNMENT // 8)
-            start = (-raw.ctypes.data % _ALIGNMENT) // 8
-            self._staging = raw[start : start + rows * columns].reshape(rows, columns)
-        np.copyto(self._staging, matrix)
-        return tf.experimental.dlpack.from_dlpack(self._staging.__dlpack__())
 
 
 class _Server:

@@ -16,6 +16,7 @@ from ._keras import keras_variables, underlying_variable
 from ._objective import KerasObjective
 from ._parameters import ParameterVector
 from ._sources import DataSource
+from ._staging import Staging
 
 __all__ = ["Hessian"]
 
@@ -309,6 +310,7 @@ class Hessian(ParameterVector):
         self._mutable_state = {}
         self._concrete_functions = {}
         self._fixed = None
+        self._staging = Staging()
         self.max_columns = _MAX_COLUMNS
         self._check_same_parameters()
         if check_deterministic:
@@ -401,6 +403,8 @@ class Hessian(ParameterVector):
             return self._sum(self._engine.hvp, (self.n,), v)
         if v.shape[1] == 1:
             return self._sum(self._engine.hvp, (self.n,), v[:, 0])[:, None]
+        if v.shape[1] <= self.max_columns:
+            return self._sum(self._engine.hvp_columns, v.shape, v)
         result = np.empty_like(v)
         for start in range(0, v.shape[1], self.max_columns):
             block = np.ascontiguousarray(v[:, start : start + self.max_columns])
@@ -628,8 +632,9 @@ class Hessian(ParameterVector):
         concrete = self._concrete(function)
         total = None
         for batch in self._batches:
-            part = concrete(*args, *batch).numpy()
-            total = part if total is None else total + part
+            part = np.asarray(concrete(*args, *batch))
+            # One copy out of TensorFlow's memory, then sums in place.
+            total = np.array(part) if total is None else np.add(total, part, out=total)
         return np.zeros(shape) if total is None else total.reshape(shape)
 
     def _concrete(self, function):
@@ -656,7 +661,7 @@ class Hessian(ParameterVector):
             if vector is not None:
                 if not np.isfinite(vector).all():
                     raise ValueError("`v` has non-finite entries (NaN or inf).")
-                args = (tf.constant(vector),)
+                args = (self._staging.tensor(vector),)
             with self._preserved_state(function):
                 return self._local_sum(function, args, shape)
 
