@@ -105,13 +105,19 @@ def eigsh(
 ):
     """Find `k` eigenvalues and eigenvectors of a symmetric operator.
 
-    A thin layer over :func:`scipy.sparse.linalg.eigsh` (ARPACK's implicitly
-    restarted Lanczos method) with two different defaults: the start vector
-    `v0` is a fixed pseudo-random vector, identical on every call and every
-    MPI rank (ARPACK's own is random and rank-dependent, which makes ranks
-    diverge), and the number of Lanczos vectors `ncv` is
-    ``min(n, max(2*k + 1, k + 15))``, which reaches the first convergence
-    test after fewer products than SciPy's ``max(2*k + 1, 20)``.
+    The signature and answers of :func:`scipy.sparse.linalg.eigsh`. For the
+    standard problem at an end of the spectrum (``which`` "LA", "SA", "LM"
+    or "BE"; no `sigma`, `M`, `Minv` or `OPinv`; ``mode="normal"``) it runs
+    an in-house thick-restart Lanczos method (Wu & Simon), with ARPACK's
+    convergence test, whose own work costs a fraction of ARPACK's (Notes);
+    shift-invert, generalized problems, ``which="SM"`` and ``"BE"`` with
+    ``k=1`` go to SciPy's ARPACK as they are. Two defaults differ from
+    SciPy's: the start vector `v0` is a fixed pseudo-random vector,
+    identical on every call and every MPI rank (ARPACK's own is random and
+    rank-dependent, which makes ranks diverge), and the number of Lanczos
+    vectors `ncv` is ``min(n, max(2*k + 1, k + 15))``, which reaches the
+    first convergence test after fewer products than SciPy's
+    ``max(2*k + 1, 20)``.
 
     Collective over ``A.comm`` when `A` has one.
 
@@ -121,14 +127,17 @@ def eigsh(
         Real symmetric operator, e.g. ``tfhess_linop.as_linop(H)``.
     k : int, optional
         Number of eigenvalues, ``0 < k < n``.
-    M, sigma, Minv, OPinv, mode, maxiter, return_eigenvectors
+    M, sigma, Minv, OPinv, mode, return_eigenvectors
         As in :func:`scipy.sparse.linalg.eigsh`.
+    maxiter : int, optional
+        Number of restarts, as SciPy's (ARPACK's update iterations); by
+        default ``10 n``.
     which : {"LM", "SM", "LA", "SA", "BE"}, optional
         Largest/smallest magnitude, largest/smallest algebraic, or both ends.
     v0 : ndarray, shape (n,), optional
         Start vector; by default a fixed standard normal draw (seed 0).
     ncv : int, optional
-        Number of Lanczos vectors, ``k < ncv <= n``.
+        Largest number of Lanczos vectors, ``k < ncv <= n``.
     tol : float, optional
         Relative accuracy of the Ritz values; 0 means machine precision.
         Eigenvalue errors are roughly the square of the residual tolerance, so
@@ -138,7 +147,7 @@ def eigsh(
     Returns
     -------
     w : ndarray, shape (k,)
-        Eigenvalues, in ascending order.
+        Eigenvalues, in ascending order (ARPACK's path: in SciPy's order).
     v : ndarray, shape (n, k)
         Orthonormal eigenvectors, ``v[:, i]`` for ``w[i]``; only when
         `return_eigenvectors` is true.
@@ -148,6 +157,8 @@ def eigsh(
     scipy.sparse.linalg.ArpackNoConvergence
         When `maxiter` restarts do not converge (its ``eigenvalues`` and
         ``eigenvectors`` hold the converged ones).
+    ValueError
+        For an all-zero `v0` (the Lanczos path), or the arguments SciPy rejects.
 
     See Also
     --------
@@ -156,12 +167,45 @@ def eigsh(
 
     Notes
     -----
-    ARPACK applies the operator one vector at a time (``matvec``), so each
-    product is one Hessian-vector product; :func:`lobpcg` batches them.
+    Both solvers apply the operator one vector at a time (``matvec``), so
+    each product is one Hessian-vector product; :func:`lobpcg` batches them.
+
+    The thick-restart Lanczos method keeps its basis as one ``(ncv + 1, n)``
+    array, orthogonalises each new vector against all of it (classical
+    Gram-Schmidt with a DGKS second pass: Ritz vectors orthonormal to about
+    1e-15), tests ARPACK's criterion ``|beta s_i| <= tol * max(eps^(2/3),
+    |theta_i|)`` after every product, and at a restart keeps the wanted Ritz
+    vectors, one more per converged one and a fifth of the free ones. An
+    invariant subspace is completed by a deterministic fresh start, as in
+    ARPACK, so repeated eigenvalues are found with their multiplicity.
+    Measured on a diagonal operator with a Hessian-like spectrum, n = 10^6,
+    ``which="LA"``, CPU seconds outside the products (medians of 3) and
+    products, this solver against SciPy's ARPACK with the same `v0` and
+    `ncv`:
+
+    ========  =========  ==============  ==============
+    k         tol        thick restart   ARPACK
+    ========  =========  ==============  ==============
+    1         1e-6       0.09 s, 11      0.29 s, 17
+    1         0          0.18 s, 18      0.51 s, 25
+    5         1e-6       0.18 s, 18      0.39 s, 21
+    5         0          0.29 s, 23      0.72 s, 34
+    ========  =========  ==============  ==============
+
+    That is 8-13 ms per product against ARPACK's 17-21 ms, almost all of it
+    the two matrix-vector products over the basis that orthogonalise each
+    new vector (about 0.45 ms per basis vector each at 10^6 parameters);
+    ARPACK's restarts, in addition, apply each shift as rotations over the
+    whole basis, where here a restart is one blocked matrix product. On
+    88 Hessian-like spectra (n = 10^4 and 10^5, every `which`, k = 1, 3,
+    6, tol = 0 and 1e-6) it took 12,690 products against ARPACK's 12,899:
+    472 against 629 for "LA" and "LM" (one case one product more), 2,972
+    against 3,046 for "BE", 8,774 against 8,595 for "SA" into a dense bulk
+    (where the counts of both move by a few percent with rounding).
 
     NumPy's BLAS runs on one thread during the call (through threadpoolctl):
-    ARPACK's reorthogonalisation is memory-bound, and OpenBLAS's worker
-    threads, which busy-wait after each call, would take cores from the
+    the reorthogonalisation is memory-bound, and OpenBLAS's worker threads,
+    which busy-wait after each call, would take cores from the
     Hessian-vector products in between.
 
     With `sigma` (shift-invert: the eigenvalues nearest `sigma`), no `M`
