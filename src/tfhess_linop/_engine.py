@@ -200,18 +200,36 @@ class Engine:
         with tf.GradientTape(watch_accessed_variables=False) as outer:
             outer.watch(self.variables)
             _, grads = self._gradient(*batch)
+        return self._second_passes(outer, grads, matrix)
 
-        def column(vector):
+    def _second_passes(self, outer, grads, matrix):
+        """``H @ matrix`` by one backward pass of `grads` per column, in a loop.
+
+        The block is transposed once, in the variables' dtype, so that each
+        column is a contiguous row, and the columns run one after the other
+        (each pass already uses every core). Per column on the 1.07M-parameter
+        MLP (32 columns, float32, CPU time in units of a gradient, primal
+        passes included, medians of 5 rounds on a loaded 2-core machine):
+        1.58 against 2.06 with the transposes and casts in float64 and
+        map_fn's default of 10 concurrent iterations.
+        """
+
+        def row(vector):
             hv = outer.gradient(
                 grads,
                 self.variables,
-                output_gradients=self.layout.split(vector),
+                output_gradients=self.layout.split_row(vector),
                 unconnected_gradients=_ZERO,
             )
-            return self.layout.concat(_dense(hv))
+            return self.layout.concat_row(_dense(hv))
 
-        columns = tf.map_fn(column, tf.transpose(matrix), fn_output_signature=tf.float64)
-        return tf.transpose(columns)
+        rows = tf.map_fn(
+            row,
+            self.layout.rows(matrix),
+            fn_output_signature=tf.TensorSpec([self.layout.n], self.layout.working_dtype),
+            parallel_iterations=_SEQUENTIAL,
+        )
+        return self.layout.columns(rows)
 
     def _serve(self, requests, replies, *batch):
         """Answer product requests at the current parameters until told to stop.
@@ -250,19 +268,11 @@ class Engine:
                 ]
             stale = tf.reduce_any(tf.stack(moved)) if moved else tf.constant(False)
 
-            def looped():
-                columns = tf.map_fn(
-                    column,
-                    tf.transpose(matrix),
-                    fn_output_signature=tf.TensorSpec([n], tf.float64),
-                )
-                return tf.transpose(columns)
-
             # One column (the common case) without the loop's overhead.
             product = tf.cond(
                 tf.equal(tf.shape(matrix)[1], 1),
                 lambda: column(matrix[:, 0])[:, None],
-                looped,
+                lambda: self._second_passes(outer, grads, matrix),
             )
             reply = tf.raw_ops.QueueEnqueueV2(handle=replies, components=[product, stale])
             with tf.control_dependencies([reply]):
@@ -270,6 +280,12 @@ class Engine:
 
         tf.while_loop(lambda running: running, body, [tf.constant(True)])
         return tf.constant(0)
+
+
+# Columns of a block one after the other: each backward pass already uses
+# every core, and concurrent ones (map_fn's default runs 10) hold their
+# intermediates at once and compete for the cores and caches.
+_SEQUENTIAL = 1
 
 
 def _bits(tensor):

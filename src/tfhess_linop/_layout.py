@@ -25,6 +25,8 @@ class FlatLayout:
         self.dtypes = [v.dtype for v in variables]
         self.sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
         self.n = int(sum(self.sizes))
+        # Blocks are handled in the variables' own dtype when they share one.
+        self.working_dtype = self.dtypes[0] if len(set(self.dtypes)) == 1 else tf.float64
 
     # In-graph maps (used inside tf.function).
 
@@ -39,6 +41,32 @@ class FlatLayout:
     def concat(self, tensors):
         """List of variable-shaped tensors -> (n,) float64 tensor."""
         return tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], axis=0)
+
+    def rows(self, matrix):
+        """(n, k) float64 block -> its columns as the rows of a (k, n) tensor.
+
+        In `working_dtype`, cast before the transpose: a float32 model's
+        block is transposed at half the bytes, and its columns need no cast.
+        """
+        return tf.transpose(tf.cast(matrix, self.working_dtype))
+
+    def split_row(self, row):
+        """One row of `rows` -> list of tensors in the variables' shapes and dtypes."""
+        pieces = tf.split(row, self.sizes)
+        return [
+            tf.cast(tf.reshape(piece, shape), dtype)
+            for piece, shape, dtype in zip(pieces, self.shapes, self.dtypes, strict=True)
+        ]
+
+    def concat_row(self, tensors):
+        """List of variable-shaped tensors -> (n,) tensor in `working_dtype`."""
+        return tf.concat(
+            [tf.reshape(tf.cast(t, self.working_dtype), [-1]) for t in tensors], axis=0
+        )
+
+    def columns(self, rows):
+        """(k, n) tensor of rows -> the (n, k) float64 block (transposed, then cast)."""
+        return tf.cast(tf.transpose(rows), tf.float64)
 
     # NumPy maps (used by the public flatten/unflatten).
 
