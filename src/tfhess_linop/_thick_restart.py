@@ -13,7 +13,15 @@ writes the whole basis once per shift.
 
 The basis is one preallocated ``(ncv + 1, n)`` array with contiguous rows,
 and every operation on it is a BLAS-2/3 call over its rows, so the work
-outside the products is a few passes over the basis per step.
+outside the products is one or two passes over the basis per step (the
+projection of the new vector on it, and the subtraction when that is not
+negligible), plus a few vector operations on one preallocated work vector.
+Everything is deterministic (eigsh runs it with BLAS on one thread, and the
+fresh starts are seeded), so equal products give bit-identical results on
+every MPI rank.
+
+Reference: K. Wu and H. Simon, "Thick-restart Lanczos method for large
+symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 22 (2000).
 """
 
 from __future__ import annotations
