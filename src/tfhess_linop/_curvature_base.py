@@ -19,7 +19,8 @@ import tensorflow as tf
 from ._engine import _LOOP_WARNING, Routes, _dense
 from ._objective import _together
 from ._output_curvature import OutputSplit, output_losses
-from .hessian import Hessian, _symmetrize
+from ._products import _symmetrize
+from .hessian import Hessian
 
 __all__ = ["CurvatureOperator"]
 
