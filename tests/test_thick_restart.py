@@ -183,6 +183,12 @@ def test_user_v0_is_not_modified_and_zero_v0_is_rejected():
         thl.eigsh(A, k=2, which="LA", v0=np.zeros(80))
 
 
+def test_non_finite_product_is_an_error():
+    values = np.r_[np.linspace(0.0, 1.0, 30), np.inf]
+    with pytest.raises(ValueError, match="non-finite product"):
+        thl.eigsh(CountingOperator(values), k=1, which="LA")
+
+
 def test_arpack_keeps_sm_and_be_with_one_eigenvalue():
     values = np.r_[-0.05, 0.2, np.linspace(1.0, 3.0, 78)]
     A = dense_with_spectrum(values)

@@ -188,7 +188,10 @@ def _step(A, basis, j, arrow):
     # In place on one work vector with BLAS-1/2 calls: numpy's temporaries
     # of n elements would each be a fresh allocation and its page faults.
     np.copyto(w, np.asarray(A.matvec(V[j]), dtype=np.float64).reshape(-1))
-    basis.scale = max(basis.scale, float(np.linalg.norm(w)))
+    norm = float(np.linalg.norm(w))
+    if not np.isfinite(norm):
+        raise ValueError(f"`A` returned a non-finite product (NaN or inf) at step {j + 1}.")
+    basis.scale = max(basis.scale, norm)
     if arrow:
         basis.subtract(j, T[:j, j], w)
     elif j > 0:

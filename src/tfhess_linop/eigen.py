@@ -158,7 +158,8 @@ def eigsh(
         When `maxiter` restarts do not converge (its ``eigenvalues`` and
         ``eigenvectors`` hold the converged ones).
     ValueError
-        For an all-zero `v0` (the Lanczos path), or the arguments SciPy rejects.
+        For an all-zero `v0` or a non-finite product (the Lanczos path), or
+        the arguments SciPy rejects.
 
     See Also
     --------
