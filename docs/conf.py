@@ -58,7 +58,6 @@ pygments_style = "sphinx"
 # -- autodoc / numpydoc ------------------------------------------------------
 autodoc_typehints = "none"  # types are in the numpydoc "Parameters" sections
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": False}
 autosummary_generate = False  # the API pages are written out, nothing generated
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
