@@ -292,7 +292,7 @@ class CurvatureMonitor(keras.callbacks.Callback):
         solves = 1 + self.smallest
         total = solves * self._share + (min(self.trace_matvecs, H.n) if self.trace else 0)
         with progress_bar(f"Hessian at {when}", show=show, total=total) as bar:
-            # One vector at a time, as ARPACK applies it anyway: Hutch++'s
+            # One vector at a time, as Lanczos applies it anyway: Hutch++'s
             # blocks would trace the vectorised product once more (seconds),
             # which gains little at a monitor's few dozen products.
             A = CountedOperator(as_linop(H), bar, vectorize=False)
