@@ -218,7 +218,7 @@ class Engine:
             hv = outer.gradient(
                 grads,
                 self.variables,
-                output_gradients=self.layout.split_row(vector),
+                output_gradients=self.layout.split(vector),
                 unconnected_gradients=_ZERO,
             )
             return self.layout.concat_row(_dense(hv))

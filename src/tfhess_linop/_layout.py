@@ -31,7 +31,7 @@ class FlatLayout:
     # In-graph maps (used inside tf.function).
 
     def split(self, vector):
-        """(n,) float64 tensor -> list of tensors in the variables' shapes and dtypes."""
+        """(n,) tensor (float64, or a row of `rows`) -> tensors in the variables' shapes, dtypes."""
         pieces = tf.split(vector, self.sizes)
         return [
             tf.cast(tf.reshape(piece, shape), dtype)
@@ -49,14 +49,6 @@ class FlatLayout:
         block is transposed at half the bytes, and its columns need no cast.
         """
         return tf.transpose(tf.cast(matrix, self.working_dtype))
-
-    def split_row(self, row):
-        """One row of `rows` -> list of tensors in the variables' shapes and dtypes."""
-        pieces = tf.split(row, self.sizes)
-        return [
-            tf.cast(tf.reshape(piece, shape), dtype)
-            for piece, shape, dtype in zip(pieces, self.shapes, self.dtypes, strict=True)
-        ]
 
     def concat_row(self, tensors):
         """List of variable-shaped tensors -> (n,) tensor in `working_dtype`."""
