@@ -193,15 +193,12 @@ class _Server:
     on the 784-128-10 MLP, and the dtypes are fixed here.
     """
 
-    _product = None
-
     def __init__(self, concrete, batch, n):
         self._n = n
         self._requests = tf.queue.FIFOQueue(1, _REQUEST)
         self._replies = tf.queue.FIFOQueue(1, _REPLY)
         self._error = None
-        if _Server._product is None:
-            _Server._product = tf.constant(_PRODUCT)
+        self._product = tf.constant(_PRODUCT)
         self._thread = threading.Thread(
             target=self._run,
             args=(concrete, batch),
