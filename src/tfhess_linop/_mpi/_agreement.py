@@ -225,6 +225,23 @@ class HeldInterrupts:
     def _record(self, signum, frame):
         self.received = (signum, frame)
 
+    @contextlib.contextmanager
+    def released(self):
+        """Let ``SIGINT`` raise as usual inside the body, and hold it again after.
+
+        For work inside a held block that must stay interruptible (a
+        product): the hold resumes before the body's exception or result
+        is handled, so no signal lands between the two.
+        """
+        if self.previous is None:
+            yield
+            return
+        _signals.signal(signal.SIGINT.value, self.previous)
+        try:
+            yield
+        finally:
+            _signals.signal(signal.SIGINT.value, self._record)
+
     def __exit__(self, exc_type, exc, tb):
         if self.previous is not None:
             _signals.signal(signal.SIGINT.value, self.previous)
