@@ -215,6 +215,34 @@ def test_package_algorithms_enter_the_fixed_point(monkeypatch):
     assert calls
 
 
+def test_later_blocks_reuse_the_estimate_and_only_empty_queues(monkeypatch):
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=10)  # 3 batches, 3 servers
+    V = np.random.default_rng(6).standard_normal((H.n, 2))
+    walks = []
+    graph_bytes = _fixed_point.graph_bytes
+    monkeypatch.setattr(
+        _fixed_point, "graph_bytes", lambda *args: walks.append(1) or graph_bytes(*args)
+    )
+    start = H.parameters()
+    for shift in (0.0, 0.1, 0.0):
+        H.set_parameters(start + shift)
+        plain = H.hvp(V)
+        with H.fixed_point() as point:
+            fixed = H.hvp(V)
+            if shift:
+                # A request left unanswered, as by an interrupted product:
+                # the stop finds that reply, and its own is left behind.
+                point._servers[0].send(point._staging.tensor(V))
+        np.testing.assert_allclose(fixed, plain, rtol=0, atol=1e-13 * np.abs(plain).max())
+    assert len(walks) == 2  # one estimate (two graph walks) for all blocks
+    # Every clean server gave its queues back; the one left with a reply did not.
+    assert len(H._server_resources._idle_queues) == 3
+    for requests, replies in H._server_resources._idle_queues:
+        assert int(requests.size()) == 0 and int(replies.size()) == 0
+
+
 def test_an_error_inside_the_passes_raises_instead_of_hanging():
     w = tf.Variable([1.0, 2.0], dtype=tf.float64)
 

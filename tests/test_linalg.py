@@ -36,9 +36,22 @@ def _blocks():
     yield "one column", gaussian[:, :1]
 
 
+_LAYOUTS = {
+    "C": np.ascontiguousarray,
+    "F": np.asfortranarray,
+    "strided": lambda Y: np.repeat(Y, 2, axis=0)[::2],
+}
+
+
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
 @pytest.mark.parametrize(("name", "Y"), list(_blocks()), ids=[name for name, _ in _blocks()])
-def test_orthonormal_qr_is_a_qr_factorisation(name, Y):
+def test_orthonormal_qr_is_a_qr_factorisation(name, Y, layout):
+    # The Gram matrices and triangular solves read C, Fortran and strided
+    # blocks each in their own way; the input is never written.
+    Y = _LAYOUTS[layout](Y)
+    given = Y.copy()
     Q, R = _linalg.orthonormal_qr(Y)
+    np.testing.assert_array_equal(Y, given)
     s = Y.shape[1]
     assert Q.shape == Y.shape and R.shape == (s, s)
     np.testing.assert_allclose(Q.T @ Q, np.eye(s), rtol=0, atol=20 * s * np.finfo(float).eps)
@@ -59,6 +72,17 @@ def test_orthonormal_qr_equals_householder_up_to_signs(exponent):
     tolerance = 1e-13 * 10.0**exponent
     np.testing.assert_allclose(R, signs[:, None] * R_ref, rtol=0, atol=tolerance)
     np.testing.assert_allclose(Q, Q_ref * signs, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_subtract_product_in_place(order):
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((N, S)), rng.standard_normal((S, 5))
+    C = np.array(rng.standard_normal((N, 5)), order=order)
+    expected = C - A @ B
+    out = _linalg.subtract_product(C, A, B)
+    assert out is C
+    np.testing.assert_allclose(C, expected, rtol=0, atol=1e-13)
 
 
 def test_orthonormal_columns_against_a_basis():

@@ -151,13 +151,16 @@ class HessianProducts:
             return
         if memory_budget is None:
             memory_budget = _fixed_point.default_memory_budget()
+        taken = self.mode != "forward-over-reverse" and not self._jit_compile
+        if taken and self._server_resources is None:
+            self._server_resources = _fixed_point.ServerResources(self._engine)
         point = _fixed_point.FixedPoint(
-            self._engine,
+            self._server_resources,
             self._batches,
             memory_budget=memory_budget,
             parameters=self._engine.variables,
         )
-        if self.mode == "forward-over-reverse" or self._jit_compile:
+        if not taken:
             point.active = False
             point.reason = f"not taken with mode={self.mode!r}, jit_compile={self._jit_compile}"
         self._fixed = point

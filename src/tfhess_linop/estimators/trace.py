@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import collective, generator, integer_at_least
-from .._linalg import orthonormal_qr, single_threaded_blas
+from .._linalg import orthonormal_qr, single_threaded_blas, subtract_product
 from ._common import (
     PROBE_DISTRIBUTIONS,
     EstimatePair,
@@ -163,8 +163,8 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     rng : None, int, SeedSequence or numpy.random.Generator, optional
         Source of the random vectors.
     distribution : {"rademacher", "normal"}, optional
-        Entries of the Hutchinson probes of the deflated part (the sketch is
-        always Gaussian).
+        Entries of the sketch and of the Hutchinson probes of the deflated
+        part: random signs (the default, as in [1]_) or standard normal.
 
     Returns
     -------
@@ -179,7 +179,7 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
     Notes
     -----
     With :math:`s = \lfloor m/3 \rfloor` and :math:`g = m - 2s`, Hutch++ [1]_
-    spends :math:`s` products on a sketch :math:`AS` (Gaussian :math:`S`),
+    spends :math:`s` products on a sketch :math:`AS` (random :math:`S`),
     takes an orthonormal basis :math:`Q` of its range, spends :math:`s` more
     on :math:`AQ`, and the remaining :math:`g` on Hutchinson's estimator of the
     deflated remainder:
@@ -216,11 +216,11 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
         if m >= n:
             return _exact_trace(A, n, comm)
         s = m // 3
-        S = draw_probes(rng, n, s, comm, "normal")
+        S = draw_probes(rng, n, s, comm, distribution)
         Q, _ = orthonormal_qr(apply(A, S))
         low_rank_part = np.vdot(Q, apply(A, Q))
         G = draw_probes(rng, n, m - 2 * s, comm, distribution)
-        G -= Q @ (Q.T @ G)
+        subtract_product(G, Q, Q.T @ G)
         remainder = np.einsum("ij,ij->j", G, apply(A, G))
         return TraceEstimate(
             low_rank_part + remainder.mean(),
