@@ -200,7 +200,8 @@ class FixedPoint:
         self._restore = state
 
     def _ask(self, matrix):
-        request = self._staging.tensor(matrix)
+        # The servers take and give the vectors as rows (see Engine._serve).
+        request = self._staging.tensor(matrix.T)
         for server in self._servers:
             server.send(request)
         total, stale = None, False
@@ -216,7 +217,7 @@ class FixedPoint:
                 if not np.array_equal(variable.numpy(), value):
                     variable.assign(value)
             self._restore = []
-        return total, stale
+        return total.T, stale
 
 
 class _Server:
@@ -251,7 +252,7 @@ class _Server:
         gen_data_flow_ops.queue_enqueue_v2(self._requests.queue_ref, [matrix, self._product])
 
     def receive(self):
-        """The reply: a read-only view of ``H @ block`` and the stale flag."""
+        """The reply: a read-only view of the rows ``H v`` and the stale flag."""
         try:
             hv, stale = gen_data_flow_ops.queue_dequeue_v2(self._replies.queue_ref, _REPLY)
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
@@ -263,7 +264,7 @@ class _Server:
         clean = False
         if self._thread.is_alive() and self._error is None:
             self._requests.enqueue(
-                [tf.zeros([self._resources.n, 0], tf.float64), tf.constant(_STOP)]
+                [tf.zeros([0, self._resources.n], tf.float64), tf.constant(_STOP)]
             )
             try:
                 self._replies.dequeue()

@@ -273,7 +273,8 @@ class HessianProducts:
         shapes = f"({self.n},) or ({self.n}, k)" if allow_matrix else f"({self.n},)"
         if array.ndim not in ((1, 2) if allow_matrix else (1,)) or array.shape[0] != self.n:
             raise ValueError(f"`{name}` must have shape {shapes}; got {array.shape}.")
-        return np.ascontiguousarray(array, dtype=np.float64)
+        # Any layout: the products copy it in once, as they need it.
+        return np.asarray(array, dtype=np.float64)
 
 
 def _symmetrize(matrix, block_size):
