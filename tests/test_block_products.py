@@ -155,7 +155,7 @@ def test_blocks_and_dense_match_single_products_and_reference(name, batch_size):
     assert_close(block, singles, reference)
     for k in (1, 2, 3):
         assert_close(H.hvp(V[:, :k]), reference @ V[:, :k], reference)
-    for function in (H._engine.hvp, H._engine.hvp_columns):
+    for function in (H._engine.hvp, H._engine.hvp_block):
         assert function.experimental_get_tracing_count() == 1
 
 

@@ -105,6 +105,29 @@ def test_fixed_point_products_equal_plain_products(kind, batch_size):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
+def test_a_float32_model_gets_the_same_products_in_its_own_dtype():
+    # Requests and replies carry float32 rows (the casts happen in the
+    # copies): the products equal the plain ones, in both layouts of a block.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(3)]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x.astype("float32"), y=y)
+    V = np.random.default_rng(7).standard_normal((H.n, 4))
+    plain, plain_one = H.hvp(V), H.hvp(V[:, 1])
+    with H.fixed_point() as point:
+        fixed_c, fixed_f = H.hvp(V), H.hvp(np.asfortranarray(V))
+        fixed_one = H.hvp(V[:, 1])
+    assert point.active and fixed_c.dtype == np.float64
+    scale = np.abs(plain).max()
+    for fixed in (fixed_c, fixed_f):
+        np.testing.assert_allclose(fixed, plain, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(fixed_one, plain_one, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_array_equal(fixed_c, fixed_f)
+
+
 def test_results_are_the_callers_own_arrays():
     # Requests share one reused buffer and replies are TensorFlow's memory:
     # neither may leak into what the caller holds.
@@ -234,7 +257,7 @@ def test_later_blocks_reuse_the_estimate_and_only_empty_queues(monkeypatch):
             if shift:
                 # A request left unanswered, as by an interrupted product:
                 # the stop finds that reply, and its own is left behind.
-                point._servers[0].send(point._staging.tensor(V))
+                point._servers[0].send(point._staging.tensor(V.T))
         np.testing.assert_allclose(fixed, plain, rtol=0, atol=1e-13 * np.abs(plain).max())
     assert len(walks) == 2  # one estimate (two graph walks) for all blocks
     # Every clean server gave its queues back; the one left with a reply did not.
@@ -274,6 +297,11 @@ def test_staging_hands_tensorflow_an_aligned_copy_of_any_layout():
         # The buffer TensorFlow reads is 64-byte aligned and is not `array`.
         assert np.asarray(tensor).ctypes.data % 64 == 0
         assert not np.shares_memory(np.asarray(tensor), block)
+        # In a float32 model's dtype: the cast (round to nearest) happens in the copy.
+        single = staging.tensor(array.T, np.float32)
+        assert single.dtype == tf.float32 and tuple(single.shape) == array.T.shape
+        np.testing.assert_array_equal(single.numpy(), array.T.astype(np.float32))
+        assert np.asarray(single).ctypes.data % 64 == 0
     # Each thread has its own buffer: concurrent callers do not overwrite each other.
     views = {}
 

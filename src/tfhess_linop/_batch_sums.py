@@ -33,8 +33,12 @@ class BatchSums:
         total = None
         for batch in self._batches:
             part = np.asarray(concrete(*args, *batch))
-            # One copy out of TensorFlow's memory, then sums in place.
-            total = np.array(part) if total is None else np.add(total, part, out=total)
+            # One copy out of TensorFlow's memory (cast to float64 on the
+            # way), then sums in place.
+            if total is None:
+                total = np.array(part, dtype=np.float64)
+            else:
+                np.add(total, part, out=total)
         return np.zeros(shape) if total is None else total.reshape(shape)
 
     def _concrete(self, function):
@@ -48,8 +52,10 @@ class BatchSums:
             concrete = self._concrete_functions[function] = function.get_concrete_function()
         return concrete
 
-    def _sum(self, function, shape, vector=None):
+    def _sum(self, function, shape, vector=None, dtype=np.float64):
         """Sum of ``function([vector,] *batch)`` over all batches of all ranks.
+
+        `vector` is handed to `function` as a `dtype` tensor; the sum is float64.
 
         Collective over `comm`. Everything that can fail on one rank only
         (non-finite input, tracing the loss, running it) happens inside the
@@ -61,7 +67,7 @@ class BatchSums:
             if vector is not None:
                 if not np.isfinite(vector).all():
                     raise ValueError("`v` has non-finite entries (NaN or inf).")
-                args = (self._staging.tensor(vector),)
+                args = (self._staging.tensor(vector, dtype),)
             with self._preserved_state(function):
                 return self._local_sum(function, args, shape)
 

@@ -73,6 +73,7 @@ class Engine:
         n = self.layout.n
         vector = [tf.TensorSpec([n], tf.float64)]
         matrix = [tf.TensorSpec([n, None], tf.float64)]
+        rows = [tf.TensorSpec([None, n], self.layout.working_dtype)]
         batch = list(batch_signature)
         warned = set()
 
@@ -124,10 +125,15 @@ class Engine:
         else:
             self.hvp = routes((hvp(self._reverse), vector + batch, None))
             self.action = routes((action(self._reverse), vector + batch, None))
-        if mode == "auto":
-            self.hvp_columns = routes((self._columns, matrix + batch, None))
+        # "auto" blocks take and give k vectors as the rows of a (k, n) tensor
+        # in the variables' dtype (`block_rows`): the caller's copies cast,
+        # and no transposes are needed (see `_serve`); the others take and
+        # give (n, k) float64 columns.
+        self.block_rows = mode == "auto"
+        if self.block_rows:
+            self.hvp_block = routes((self._rows, rows + batch, None))
         else:
-            self.hvp_columns = routes((vectorised(block), matrix + batch, None), looped)
+            self.hvp_block = routes((vectorised(block), matrix + batch, None), looped)
         # Queues cannot be compiled by XLA; the server runs as a plain graph.
         queue = [tf.TensorSpec([], tf.resource)] * 2
         self.serve = tf.function(self._serve, input_signature=queue + batch)
@@ -135,7 +141,7 @@ class Engine:
     @property
     def functions(self):
         """The compiled functions (for tracing checks)."""
-        return (self.loss, self.value_and_gradient, self.hvp, self.hvp_columns, self.action)
+        return (self.loss, self.value_and_gradient, self.hvp, self.hvp_block, self.action)
 
     def _scalar_loss(self, *batch):
         value = self._contribution(*batch)
@@ -197,11 +203,14 @@ class Engine:
         backward pass (a vectorised block cannot go through a ``while``
         loop, and forward mode cannot enter one).
         """
+        return self.layout.columns(self._rows(self.layout.rows(matrix), *batch))
+
+    def _rows(self, rows, *batch):
+        """``H v`` for each row v of `rows` ((k, n), `working_dtype`), as rows."""
         with tf.GradientTape(watch_accessed_variables=False) as outer:
             outer.watch(self.variables)
             _, grads = self._gradient(*batch)
-        rows = self._second_passes(outer, grads, self.layout.rows(matrix))
-        return self.layout.columns(rows)
+        return self._second_passes(outer, grads, rows)
 
     def _second_passes(self, outer, grads, rows):
         """``H v`` for each row v of `rows` ((k, n), `working_dtype`), in a loop.
@@ -235,12 +244,13 @@ class Engine:
         """Answer product requests at the current parameters until told to stop.
 
         The forward and backward passes run once, before the loop; each
-        request (k vectors as the rows of a (k, n) float64 tensor, and a
-        command) is answered with the rows ``H v`` by one more backward pass
-        per vector, and with whether the parameters still hold the values the
-        passes read. Rows, not columns: the caller's blocks (probes drawn row
-        by row, Fortran-ordered) then need no transposes, which took 14 ms of
-        a 33-column block's 130 ms on the 784-128-10 MLP.
+        request (k vectors as the rows of a (k, n) tensor in `working_dtype`,
+        and a command) is answered with the rows ``H v`` by one more backward
+        pass per vector, and with whether the parameters still hold the values
+        the passes read. Rows, not columns: the caller's blocks (probes drawn
+        row by row, Fortran-ordered) then need no transposes, which took 14 ms
+        of a 33-column block's 130 ms on the 784-128-10 MLP; in the working
+        dtype: the casts happen in the copies the caller makes anyway.
         """
         snapshot = [_bits(tf.identity(v)) for v in self.variables]
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
@@ -255,11 +265,11 @@ class Engine:
                 output_gradients=self.layout.split(vector),
                 unconnected_gradients=_ZERO,
             )
-            return self.layout.concat(_dense(hv))
+            return self.layout.concat_row(_dense(hv))
 
         def body(running):
             matrix, command = tf.raw_ops.QueueDequeueV2(
-                handle=requests, component_types=[tf.float64, tf.int32]
+                handle=requests, component_types=[self.layout.working_dtype, tf.int32]
             )
             matrix = tf.ensure_shape(matrix, [None, n])
             # Read the parameters after the request arrived, not when the
@@ -275,12 +285,7 @@ class Engine:
             product = tf.cond(
                 tf.equal(tf.shape(matrix)[0], 1),
                 lambda: column(matrix[0])[None, :],
-                lambda: tf.cast(
-                    self._second_passes(
-                        outer, grads, tf.cast(matrix, self.layout.working_dtype)
-                    ),
-                    tf.float64,
-                ),
+                lambda: self._second_passes(outer, grads, matrix),
             )
             reply = tf.raw_ops.QueueEnqueueV2(handle=replies, components=[product, stale])
             with tf.control_dependencies([reply]):

@@ -38,9 +38,6 @@ __all__ = ["FixedPoint", "ServerResources", "default_memory_budget", "graph_byte
 
 # The commands a request carries.
 _PRODUCT, _STOP = 0, 1
-# Dtypes of a request (block, command) and of a reply (block, stale flag).
-_REQUEST = [tf.float64, tf.int32]
-_REPLY = [tf.float64, tf.bool]
 
 
 def default_memory_budget():
@@ -89,6 +86,11 @@ class ServerResources:
     def __init__(self, engine):
         self.concrete = engine.serve.get_concrete_function()
         self.n = engine.layout.n
+        # Requests (rows, command) and replies (rows, stale flag) carry the
+        # rows in the variables' dtype (see Engine._serve).
+        self.dtype = engine.layout.working_dtype
+        self.request_dtypes = [self.dtype, tf.int32]
+        self.reply_dtypes = [self.dtype, tf.bool]
         self.fixed_bytes = graph_bytes(self.concrete.graph, 0)
         self.row_bytes = graph_bytes(self.concrete.graph, 1) - self.fixed_bytes
         self._idle_queues = []
@@ -97,7 +99,10 @@ class ServerResources:
         """A (requests, replies) pair of empty queues."""
         if self._idle_queues:
             return self._idle_queues.pop()
-        return tf.queue.FIFOQueue(1, _REQUEST), tf.queue.FIFOQueue(1, _REPLY)
+        return (
+            tf.queue.FIFOQueue(1, self.request_dtypes),
+            tf.queue.FIFOQueue(1, self.reply_dtypes),
+        )
 
     def give_back(self, queues):
         """Keep the queues of a server that stopped cleanly (both are empty)."""
@@ -200,16 +205,21 @@ class FixedPoint:
         self._restore = state
 
     def _ask(self, matrix):
-        # The servers take and give the vectors as rows (see Engine._serve).
-        request = self._staging.tensor(matrix.T)
+        # The servers take and give the vectors as rows, in the variables'
+        # dtype (see Engine._serve).
+        request = self._staging.tensor(matrix.T, self._resources.dtype.as_numpy_dtype)
         for server in self._servers:
             server.send(request)
         total, stale = None, False
         for server in self._servers:
             part, part_stale = server.receive()
             stale = stale or part_stale
-            # The first part is copied (the reply's buffer belongs to TF).
-            total = np.array(part) if total is None else np.add(total, part, out=total)
+            # The first part is copied (the reply's buffer belongs to TF) and
+            # cast to float64 in the same pass.
+            if total is None:
+                total = np.array(part, dtype=np.float64)
+            else:
+                np.add(total, part, out=total)
         if self._restore:
             # The servers' forward passes are done: undo what they changed
             # (BatchNorm statistics in training mode, seed generators).
@@ -254,7 +264,9 @@ class _Server:
     def receive(self):
         """The reply: a read-only view of the rows ``H v`` and the stale flag."""
         try:
-            hv, stale = gen_data_flow_ops.queue_dequeue_v2(self._replies.queue_ref, _REPLY)
+            hv, stale = gen_data_flow_ops.queue_dequeue_v2(
+                self._replies.queue_ref, self._resources.reply_dtypes
+            )
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
             self._thread.join()
             raise self._error from None
@@ -264,7 +276,7 @@ class _Server:
         clean = False
         if self._thread.is_alive() and self._error is None:
             self._requests.enqueue(
-                [tf.zeros([0, self._resources.n], tf.float64), tf.constant(_STOP)]
+                [tf.zeros([0, self._resources.n], self._resources.dtype), tf.constant(_STOP)]
             )
             try:
                 self._replies.dequeue()

@@ -78,14 +78,22 @@ class HessianProducts:
         if v.shape[1] == 1:
             return self._sum(self._engine.hvp, (self.n,), v[:, 0])[:, None]
         if v.shape[1] <= self.max_columns:
-            return self._sum(self._engine.hvp_columns, v.shape, v)
+            return self._block_sum(v)
         result = np.empty_like(v)
         for start in range(0, v.shape[1], self.max_columns):
-            block = np.ascontiguousarray(v[:, start : start + self.max_columns])
-            result[:, start : start + block.shape[1]] = self._sum(
-                self._engine.hvp_columns, block.shape, block
-            )
+            block = v[:, start : start + self.max_columns]
+            result[:, start : start + block.shape[1]] = self._block_sum(block)
         return result
+
+    def _block_sum(self, v):
+        """``H @ v`` for an (n, k) block of at most `max_columns` columns (no fixed point)."""
+        engine = self._engine
+        if engine.block_rows:
+            # Rows in the variables' dtype, cast in the staging copy: no
+            # transposes or casts in the graph (see Engine._serve).
+            dtype = engine.layout.working_dtype.as_numpy_dtype
+            return self._sum(engine.hvp_block, v.shape[::-1], v.T, dtype=dtype).T
+        return self._sum(engine.hvp_block, v.shape, v)
 
     @contextlib.contextmanager
     def fixed_point(self, *, memory_budget=None):

@@ -1,4 +1,4 @@
-"""Float64 vectors and blocks handed to TensorFlow without a fresh allocation.
+"""Vectors and blocks handed to TensorFlow without a fresh allocation.
 
 Each product takes a NumPy array that an algorithm has just written, while
 the product before it evicted the caches. ``tf.constant`` allocates a new
@@ -23,10 +23,12 @@ __all__ = ["Staging"]
 
 # Bytes: TensorFlow's CPU kernels require tensor buffers aligned to this.
 _ALIGNMENT = 64
+# Columns per slab of a transposing copy (measured best of 256 to 16,384).
+_SLAB = 512
 
 
 class Staging:
-    """A reusable, aligned float64 buffer per thread, lent to TensorFlow per call.
+    """A reusable, aligned buffer per thread, lent to TensorFlow per call.
 
     The tensor `tensor` returns shares the calling thread's buffer: that
     thread must not call `tensor` again while TensorFlow may still read the
@@ -36,16 +38,29 @@ class Staging:
     def __init__(self):
         self._local = threading.local()
 
-    def tensor(self, array):
-        """`array` (float64, any layout) as a tensor read from the buffer."""
+    def tensor(self, array, dtype=np.float64):
+        """`array` (any layout) as a `dtype` tensor read from the buffer.
+
+        The cast to `dtype` (float32 for a float32 model) happens in the
+        copy, which then writes half the bytes, and TensorFlow needs no cast.
+        """
+        dtype = np.dtype(dtype)
         shape = array.shape
-        size = int(np.prod(shape, dtype=np.int64))
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         raw = getattr(self._local, "raw", None)
-        if raw is None or raw.size < size + _ALIGNMENT // 8:
-            raw = self._local.raw = np.empty(size + _ALIGNMENT // 8)
-        start = (-raw.ctypes.data % _ALIGNMENT) // 8
-        buffer = raw[start : start + size].reshape(shape)
-        np.copyto(buffer, array)
+        if raw is None or raw.size < nbytes + _ALIGNMENT:
+            raw = self._local.raw = np.empty(nbytes + _ALIGNMENT, dtype=np.uint8)
+        start = -raw.ctypes.data % _ALIGNMENT
+        buffer = raw[start : start + nbytes].view(dtype).reshape(shape)
+        if array.ndim == 2 and not array.flags.c_contiguous:
+            # A transposing copy, in slabs whose source and destination both
+            # stay in the caches: (32, 101,770) from a C-ordered (101,770, 32)
+            # block, cast to float32, 4.8 against 16.7 ms in one call.
+            for first in range(0, shape[1], _SLAB):
+                slab = slice(first, first + _SLAB)
+                np.copyto(buffer[:, slab], array[:, slab], casting="same_kind")
+        else:
+            np.copyto(buffer, array, casting="same_kind")
         return tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
 
     def release(self):
