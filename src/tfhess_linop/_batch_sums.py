@@ -52,10 +52,13 @@ class BatchSums:
             concrete = self._concrete_functions[function] = function.get_concrete_function()
         return concrete
 
-    def _sum(self, function, shape, vector=None, dtype=np.float64):
+    def _sum(self, function, shape, vector=None, dtype=np.float64, rows=False):
         """Sum of ``function([vector,] *batch)`` over all batches of all ranks.
 
-        `vector` is handed to `function` as a `dtype` tensor; the sum is float64.
+        `vector` is handed to `function` as a `dtype` tensor; the sum is
+        float64, of shape `shape`. With `rows`, `function` takes the k
+        columns of the (n, k) `vector` as the rows of a (k, n) tensor and
+        gives its result so too (returned as the (n, k) transpose).
 
         Collective over `comm`. Everything that can fail on one rank only
         (non-finite input, tracing the loss, running it) happens inside the
@@ -67,8 +70,10 @@ class BatchSums:
             if vector is not None:
                 if not np.isfinite(vector).all():
                     raise ValueError("`v` has non-finite entries (NaN or inf).")
-                args = (self._staging.tensor(vector, dtype),)
+                args = (self._staging.tensor(vector.T if rows else vector, dtype),)
             with self._preserved_state(function):
+                if rows:
+                    return self._local_sum(function, args, shape[::-1]).T
                 return self._local_sum(function, args, shape)
 
         return _mpi.collective_sum(compute, shape, self.comm)

@@ -114,8 +114,9 @@ class FixedPoint:
 
     Parameters
     ----------
-    resources : ServerResources
-        The Hessian's server function, memory estimate and idle queues.
+    resources : callable
+        Returns the Hessian's `ServerResources` (made at the first call,
+        which traces the server: only inside a product's collective sum).
     batches : iterable of tuples
         This rank's data batches (each batch is read once per start).
     memory_budget : int
@@ -137,7 +138,7 @@ class FixedPoint:
     """
 
     def __init__(self, resources, batches, *, memory_budget, parameters):
-        self._resources = resources
+        self._resources_of = resources
         self._batches = batches
         self._budget = int(memory_budget)
         self._parameters = {id(v) for v in parameters}
@@ -147,6 +148,10 @@ class FixedPoint:
         self.starts = 0
         self.estimated_bytes = None
         self._staging = Staging()
+
+    @property
+    def _resources(self):
+        return self._resources_of()
 
     def product(self, matrix):
         """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True."""

@@ -92,7 +92,7 @@ class HessianProducts:
             # Rows in the variables' dtype, cast in the staging copy: no
             # transposes or casts in the graph (see Engine._serve).
             dtype = engine.layout.working_dtype.as_numpy_dtype
-            return self._sum(engine.hvp_block, v.shape[::-1], v.T, dtype=dtype).T
+            return self._sum(engine.hvp_block, v.shape, v, dtype=dtype, rows=True)
         return self._sum(engine.hvp_block, v.shape, v)
 
     @contextlib.contextmanager
@@ -159,16 +159,13 @@ class HessianProducts:
             return
         if memory_budget is None:
             memory_budget = _fixed_point.default_memory_budget()
-        taken = self.mode != "forward-over-reverse" and not self._jit_compile
-        if taken and self._server_resources is None:
-            self._server_resources = _fixed_point.ServerResources(self._engine)
         point = _fixed_point.FixedPoint(
-            self._server_resources,
+            self._fixed_point_resources,
             self._batches,
             memory_budget=memory_budget,
             parameters=self._engine.variables,
         )
-        if not taken:
+        if self.mode == "forward-over-reverse" or self._jit_compile:
             point.active = False
             point.reason = f"not taken with mode={self.mode!r}, jit_compile={self._jit_compile}"
         self._fixed = point
@@ -177,6 +174,16 @@ class HessianProducts:
         finally:
             self._fixed = None
             point.close()
+
+    def _fixed_point_resources(self):
+        """The server's function, memory estimate and idle queues, made once.
+
+        Called inside the first product's collective sum: tracing the server
+        runs the loss, which may fail on one rank only.
+        """
+        if self._server_resources is None:
+            self._server_resources = _fixed_point.ServerResources(self._engine)
+        return self._server_resources
 
     def _fixed_point_sum(self, matrix):
         """``H @ matrix`` through the fixed point's servers, or None if not taken."""
