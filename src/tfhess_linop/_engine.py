@@ -1,9 +1,11 @@
 """The compiled functions behind one `Hessian`: loss, gradient, HVPs.
 
 Each function is a ``tf.function`` with a fixed input signature (float64
-vectors, data batches with a ``None`` batch dimension), so it is traced once
-per `Hessian` and never again. Each returns this rank's contribution of one
-data batch, in float64; summing over batches and ranks is the caller's job.
+vectors; blocks as float64 columns, or, in "auto" mode, as rows in the
+variables' dtype; data batches with a ``None`` batch dimension), so it is
+traced once per `Hessian` and never again. Each returns this rank's
+contribution of one data batch, in float64 (row blocks: in their own
+dtype); summing over batches and ranks is the caller's job.
 
 Not every model admits every route. Vectorised blocks (``pfor``) cannot
 convert the ``while`` loops of recurrent layers, and forward-mode
