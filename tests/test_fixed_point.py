@@ -196,6 +196,24 @@ def test_assignments_and_optimizer_steps_invalidate_the_passes():
         assert point.starts == 4
 
 
+def test_a_change_of_any_variable_the_loss_reads_is_seen():
+    # BatchNorm's moving statistics (inference mode) are not parameters,
+    # but the Hessian depends on them: a product after they change is made
+    # at the new point, as a plain product is.
+    model = _mlp(batch_norm=True)
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    batch_norm = model.layers[1]
+    v = np.random.default_rng(8).standard_normal(H.n)
+    with H.fixed_point() as point:
+        before = H.hvp(v)
+        batch_norm.moving_variance.assign(batch_norm.moving_variance.numpy() * 4.0)
+        after = H.hvp(v)
+        assert point.starts == 2
+    np.testing.assert_allclose(after, H.hvp(v), rtol=0, atol=1e-13 * np.abs(after).max())
+    assert np.abs(after - before).max() > 1e-3 * np.abs(before).max()
+
+
 def test_over_the_memory_budget_the_plain_route_is_taken_and_reported():
     model = _mlp()
     x, y = _data()
@@ -212,6 +230,26 @@ def test_over_the_memory_budget_the_plain_route_is_taken_and_reported():
     with H.fixed_point() as point:
         H.hvp(v)
     assert point.active and 100 < point.estimated_bytes < _fixed_point.default_memory_budget()
+
+
+def test_a_product_that_cannot_be_cut_is_computed_as_outside(monkeypatch):
+    from tfhess_linop import _split_product
+
+    def fail(*args):
+        raise ValueError("an operation the copy cannot take")
+
+    monkeypatch.setattr(_split_product, "_lift", fail)
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    V = np.random.default_rng(9).standard_normal((H.n, 2))
+    with (
+        pytest.warns(thl.PerformanceWarning, match="could not be cut.*copy cannot take"),
+        H.fixed_point() as point,
+    ):
+        result = H.hvp(V)
+    assert point.active is False and "recomputes" in point.reason
+    np.testing.assert_array_equal(result, H.hvp(V))
 
 
 def test_forward_mode_and_xla_do_not_take_the_fixed_point():
@@ -249,32 +287,66 @@ def test_package_algorithms_enter_the_fixed_point(monkeypatch):
     assert calls
 
 
-def test_later_blocks_reuse_the_estimate_and_only_empty_queues(monkeypatch):
+def test_the_primal_passes_run_once_per_point():
+    # The loss calls back into Python on its forward pass (a NumPy function
+    # outside the differentiated path): each plain product runs it, a fixed
+    # point once per point, however many products it makes.
+    calls = []
+
+    def scale(x):
+        calls.append(1)
+        return np.float64(2.0)
+
+    w = tf.Variable([1.0, 1.0], dtype=tf.float64)
+
+    def loss(w):
+        factor = tf.numpy_function(scale, [tf.constant(0.0, tf.float64)], tf.float64)
+        return tf.reshape(factor, []) * w[0] ** 3 * w[1] ** 3
+
+    H = thl.Hessian(loss, w)
+    eye = np.eye(2)
+    H.hvp(eye[0])
+    calls.clear()
+    for column in eye:
+        H.hvp(column)
+    assert len(calls) == 2
+    calls.clear()
+    with H.fixed_point() as point:
+        products = [H.hvp(eye[0]), H.hvp(eye), H.hvp(eye[1]), H.hvp(eye[:, :1])]
+        assert len(calls) == 1
+        H.set_parameters([2.0, 1.0])
+        moved = H.hvp(eye[0])
+        assert len(calls) == 2 and point.starts == 2
+    np.testing.assert_allclose(products[1], [[12.0, 18.0], [18.0, 12.0]], rtol=1e-15)
+    np.testing.assert_allclose(products[0], [12.0, 18.0], rtol=1e-15)
+    np.testing.assert_allclose(products[2], [18.0, 12.0], rtol=1e-15)
+    np.testing.assert_allclose(moved, [24.0, 72.0], rtol=1e-15)
+
+
+def test_later_blocks_reuse_the_split_product():
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=10)  # 3 batches, 3 servers
+    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=10)  # 3 batches
+    traces = []
+    trace = H._engine.fixed_point_pass
+
+    def traced(*args):
+        traces.append(1)
+        return trace(*args)
+
+    H._engine.fixed_point_pass = traced
     V = np.random.default_rng(6).standard_normal((H.n, 2))
-    walks = []
-    graph_bytes = _fixed_point.graph_bytes
-    monkeypatch.setattr(
-        _fixed_point, "graph_bytes", lambda *args: walks.append(1) or graph_bytes(*args)
-    )
     start = H.parameters()
     for shift in (0.0, 0.1, 0.0):
         H.set_parameters(start + shift)
         plain = H.hvp(V)
         with H.fixed_point() as point:
             fixed = H.hvp(V)
-            if shift:
-                # A request left unanswered, as by an interrupted product:
-                # the stop finds that reply, and its own is left behind.
-                point._servers[0].send(point._staging.tensor(V.T))
+            again = H.hvp(V)
         np.testing.assert_allclose(fixed, plain, rtol=0, atol=1e-13 * np.abs(plain).max())
-    assert len(walks) == 2  # one estimate (two graph walks) for all blocks
-    # Every clean server gave its queues back; the one left with a reply did not.
-    assert len(H._server_resources._idle_queues) == 3
-    for requests, replies in H._server_resources._idle_queues:
-        assert int(requests.size()) == 0 and int(replies.size()) == 0
+        np.testing.assert_array_equal(again, fixed)
+        assert point.starts == 1 and point.estimated_bytes > 0
+    assert len(traces) == 1  # one trace (and one split) for all blocks
 
 
 def test_an_error_inside_the_passes_raises_instead_of_hanging():

@@ -129,16 +129,16 @@ class Engine:
             self.action = routes((action(self._reverse), vector + batch, None))
         # "auto" blocks take and give k vectors as the rows of a (k, n) tensor
         # in the variables' dtype (`block_rows`): the caller's copies cast,
-        # and no transposes are needed (see `_serve`); the others take and
-        # give (n, k) float64 columns.
+        # and no transposes are needed (see `fixed_point_pass`); the others
+        # take and give (n, k) float64 columns.
         self.block_rows = mode == "auto"
         if self.block_rows:
             self.hvp_block = routes((self._rows, rows + batch, None))
         else:
             self.hvp_block = routes((vectorised(block), matrix + batch, None), looped)
-        # Queues cannot be compiled by XLA; the server runs as a plain graph.
-        queue = [tf.TensorSpec([], tf.resource)] * 2
-        self.serve = tf.function(self._serve, input_signature=queue + batch)
+        # Traced, and split into its primal and second passes, by
+        # `SplitProduct` (a fixed point's products).
+        self.batch_signature = tuple(batch)
 
     @property
     def functions(self):
@@ -214,6 +214,16 @@ class Engine:
             _, grads = self._gradient(*batch)
         return self._second_passes(outer, grads, rows)
 
+    def _second_pass(self, outer, grads, vector):
+        """``H v`` for one vector (a row in `working_dtype`): the backward pass of ``g . v``."""
+        hv = outer.gradient(
+            grads,
+            self.variables,
+            output_gradients=self.layout.split(vector),
+            unconnected_gradients=_ZERO,
+        )
+        return self.layout.concat_row(_dense(hv))
+
     def _second_passes(self, outer, grads, rows):
         """``H v`` for each row v of `rows` ((k, n), `working_dtype`), in a loop.
 
@@ -226,75 +236,47 @@ class Engine:
         map_fn's default of 10 concurrent iterations.
         """
 
-        def row(vector):
-            hv = outer.gradient(
-                grads,
-                self.variables,
-                output_gradients=self.layout.split(vector),
-                unconnected_gradients=_ZERO,
-            )
-            return self.layout.concat_row(_dense(hv))
-
         return tf.map_fn(
-            row,
+            lambda vector: self._second_pass(outer, grads, vector),
             rows,
             fn_output_signature=tf.TensorSpec([self.layout.n], self.layout.working_dtype),
             parallel_iterations=_SEQUENTIAL,
         )
 
-    def _serve(self, requests, replies, *batch):
-        """Answer product requests at the current parameters until told to stop.
+    def fixed_point_pass(self, rows, *batch):
+        """``H v`` for each row v of `rows`, and whether a variable the loss reads changed.
 
-        The forward and backward passes run once, before the loop; each
-        request (k vectors as the rows of a (k, n) tensor in `working_dtype`,
-        and a command) is answered with the rows ``H v`` by one more backward
-        pass per vector, and with whether the parameters still hold the values
-        the passes read. Rows, not columns: the caller's blocks (probes drawn
-        row by row, Fortran-ordered) then need no transposes, which took 14 ms
-        of a 33-column block's 130 ms on the 784-128-10 MLP; in the working
-        dtype: the casts happen in the copies the caller makes anyway.
+        Traced as a graph and cut by `SplitProduct` where the operations
+        start to read `rows`: what comes before (the forward and backward
+        passes, a snapshot of every variable the loss reads: parameters,
+        BatchNorm statistics, frozen weights) runs once per point, the rest
+        (one more backward pass per vector, the comparison of the variables
+        with the snapshot, bit for bit) once per product. Rows in the
+        variables' dtype, not float64 columns: the caller's blocks (probes
+        drawn row by row, Fortran-ordered) then need no transposes, which
+        took 14 ms of a 33-column block's 130 ms on the 784-128-10 MLP, and
+        the casts happen in the copies the caller makes anyway.
         """
-        snapshot = [_bits(tf.identity(v)) for v in self.variables]
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
             outer.watch(self.variables)
             _, grads = self._gradient(*batch)
-        n = self.layout.n
-
-        def column(vector):
-            hv = outer.gradient(
-                grads,
-                self.variables,
-                output_gradients=self.layout.split(vector),
-                unconnected_gradients=_ZERO,
-            )
-            return self.layout.concat_row(_dense(hv))
-
-        def body(running):
-            matrix, command = tf.raw_ops.QueueDequeueV2(
-                handle=requests, component_types=[self.layout.working_dtype, tf.int32]
-            )
-            matrix = tf.ensure_shape(matrix, [None, n])
-            # Read the parameters after the request arrived, not when the
-            # iteration began (before the caller's last assignment).
-            with tf.control_dependencies([matrix]):
-                moved = [
-                    tf.reduce_any(tf.not_equal(_bits(v), s))
-                    for v, s in zip(self.variables, snapshot, strict=True)
-                ]
-            stale = tf.reduce_any(tf.stack(moved)) if moved else tf.constant(False)
-
-            # One column (the common case) without the loop's overhead.
-            product = tf.cond(
-                tf.equal(tf.shape(matrix)[0], 1),
-                lambda: column(matrix[0])[None, :],
-                lambda: self._second_passes(outer, grads, matrix),
-            )
-            reply = tf.raw_ops.QueueEnqueueV2(handle=replies, components=[product, stale])
-            with tf.control_dependencies([reply]):
-                return tf.equal(tf.ensure_shape(command, []), 0)
-
-        tf.while_loop(lambda running: running, body, [tf.constant(True)])
-        return tf.constant(0)
+        watched = _read_variables(self.variables)
+        snapshot = [_bits(tf.identity(v)) for v in watched]
+        # One vector (the common case) without the loop's overhead.
+        product = tf.cond(
+            tf.equal(tf.shape(rows)[0], 1),
+            lambda: self._second_pass(outer, grads, rows[0])[None, :],
+            lambda: self._second_passes(outer, grads, rows),
+        )
+        # Read the variables for each product (the reads depend on `rows`),
+        # not once with the passes.
+        with tf.control_dependencies([rows]):
+            moved = [
+                tf.reduce_any(tf.not_equal(_bits(tf.identity(v)), s))
+                for v, s in zip(watched, snapshot, strict=True)
+            ]
+        stale = tf.reduce_any(tf.stack(moved)) if moved else tf.constant(False)
+        return product, stale
 
 
 # Columns of a block one after the other: each backward pass already uses
@@ -303,8 +285,26 @@ class Engine:
 _SEQUENTIAL = 1
 
 
+def _read_variables(parameters):
+    """The variables read so far in the graph being traced, the `parameters` first.
+
+    The graph notes every variable read while it is built (TensorFlow's own
+    record, kept for its ``variables``); the loss has been traced by now.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    parameters = list(parameters)
+    known = {id(v) for v in parameters}
+    others = [v for v in getattr(graph, "_watched_variables", ()) if id(v) not in known]
+    return parameters + sorted(others, key=lambda v: v.name)
+
+
 def _bits(tensor):
-    """The bit pattern of a floating-point tensor, as integers (NaN equals itself)."""
+    """The bit pattern of a floating-point tensor, as integers (NaN equals itself).
+
+    Other tensors (integers, booleans: a seed generator's state) are compared as they are.
+    """
+    if not tensor.dtype.is_floating:
+        return tensor
     integer = {2: tf.int16, 4: tf.int32, 8: tf.int64}[tensor.dtype.size]
     return tf.bitcast(tensor, integer)
 

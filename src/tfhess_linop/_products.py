@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _fixed_point, _mpi
+from ._split_product import SplitProduct
 
 __all__ = ["HessianProducts"]
 
@@ -90,7 +91,7 @@ class HessianProducts:
         engine = self._engine
         if engine.block_rows:
             # Rows in the variables' dtype, cast in the staging copy: no
-            # transposes or casts in the graph (see Engine._serve).
+            # transposes or casts in the graph (see Engine.fixed_point_pass).
             dtype = engine.layout.working_dtype.as_numpy_dtype
             return self._sum(engine.hvp_block, v.shape, v, dtype=dtype, rows=True)
         return self._sum(engine.hvp_block, v.shape, v)
@@ -108,20 +109,20 @@ class HessianProducts:
         SciPy's own functions. Collective over `comm` like `hvp`.
 
         The results are those of `hvp` outside the block, to round-off.
-        Every product checks, inside the graph, that the parameters still
-        hold the values the passes read (bit for bit); after any change
-        (`set_parameters`, an optimizer step, a plain ``assign``) the passes
-        are recomputed at the new point, so the block never returns a stale
-        product. Other variables the loss reads (BatchNorm's moving
-        statistics in inference mode, a frozen layer's weights) are read once
-        per point and not checked: change them only outside the block, or
-        move the parameters too (as an optimizer step does).
+        Every product checks, inside the graph, that every variable the loss
+        reads (the parameters, BatchNorm's moving statistics, a frozen
+        layer's weights) still holds the value the passes read, bit for bit;
+        after any change (`set_parameters`, an optimizer step, a plain
+        ``assign``) the passes are recomputed at the new point, so the block
+        never returns a stale product.
 
         Parameters
         ----------
         memory_budget : int, optional
-            Most bytes the kept intermediates may take, estimated from the
-            traced graph (an upper bound). Default: an eighth of the
+            Most bytes the kept intermediates (of all local batches) may
+            take, from their traced shapes (the accumulators of a ``while``
+            loop, as of a recurrent layer, have no static size and are not
+            counted). Default: an eighth of the
             machine's memory, at most 4 GiB. Over it, a `PerformanceWarning`
             is issued and products are computed as outside the block.
 
@@ -135,9 +136,9 @@ class HessianProducts:
         Notes
         -----
         Not taken with ``mode="forward-over-reverse"`` or ``jit_compile=True``
-        (the kept passes are reverse-mode and cannot be compiled by XLA).
-        Each local data batch keeps its own passes, in a thread of its own,
-        until the block ends. Nested blocks share the outer one.
+        (the kept passes are reverse-mode, and run as plain graphs). Each
+        local data batch keeps its own intermediates until the block ends
+        or the parameters move. Nested blocks share the outer one.
 
         Examples
         --------
@@ -160,10 +161,7 @@ class HessianProducts:
         if memory_budget is None:
             memory_budget = _fixed_point.default_memory_budget()
         point = _fixed_point.FixedPoint(
-            self._fixed_point_resources,
-            self._batches,
-            memory_budget=memory_budget,
-            parameters=self._engine.variables,
+            self._split_product, self._batches, memory_budget=memory_budget
         )
         if self.mode == "forward-over-reverse" or self._jit_compile:
             point.active = False
@@ -175,18 +173,18 @@ class HessianProducts:
             self._fixed = None
             point.close()
 
-    def _fixed_point_resources(self):
-        """The server's function, memory estimate and idle queues, made once.
+    def _split_product(self):
+        """The product cut into primal passes and second pass, made once.
 
-        Called inside the first product's collective sum: tracing the server
-        runs the loss, which may fail on one rank only.
+        Called inside the first product's collective sum: tracing the
+        product runs the loss, which may fail on one rank only.
         """
-        if self._server_resources is None:
-            self._server_resources = _fixed_point.ServerResources(self._engine)
-        return self._server_resources
+        if self._split is None:
+            self._split = SplitProduct(self._engine)
+        return self._split
 
     def _fixed_point_sum(self, matrix):
-        """``H @ matrix`` through the fixed point's servers, or None if not taken."""
+        """``H @ matrix`` through the fixed point's kept passes, or None if not taken."""
         point = self._fixed
         if point.active is None:
             # All ranks take the same route: the fixed point only if it fits

@@ -166,7 +166,7 @@ class Hessian(KerasConstruction, HessianProducts, BatchSums, ParameterVector):
         self._mutable_state = {}
         self._concrete_functions = {}
         self._fixed = None
-        self._server_resources = None  # made at the first fixed point
+        self._split = None  # the product's two halves, made at the first fixed point
         self._staging = Staging()
         self.max_columns = _MAX_COLUMNS
         self._check_same_parameters()
