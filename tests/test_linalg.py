@@ -85,6 +85,18 @@ def test_subtract_product_in_place(order):
     np.testing.assert_allclose(C, expected, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize(("first", "second"), [("C", "C"), ("F", "F"), ("C", "F"), ("F", "C")])
+def test_frobenius_inner_in_any_layout(first, second):
+    rng = np.random.default_rng(4)
+    X = np.array(rng.standard_normal((N, 6)), order=first)
+    Y = np.array(rng.standard_normal((N, 6)), order=second)
+    expected = float(np.sum(X * Y))
+    assert abs(_linalg.frobenius_inner(X, Y) - expected) <= 1e-12 * abs(expected)
+    strided = X[::2, ::3]
+    reference = float(np.sum(strided * Y[::2, ::3]))
+    assert abs(_linalg.frobenius_inner(strided, Y[::2, ::3]) - reference) <= 1e-12 * abs(reference)
+
+
 def test_orthonormal_columns_against_a_basis():
     rng = np.random.default_rng(3)
     basis = np.linalg.qr(rng.standard_normal((N, 10)))[0]

@@ -145,6 +145,20 @@ def _solve_right_upper(Q, factor, *, overwrite):
     )
 
 
+def frobenius_inner(X, Y):
+    """``sum(X * Y)`` of two blocks of one shape, read in place.
+
+    ``np.vdot`` flattens in C order: on Fortran-ordered blocks (the
+    algorithms' own) it copies both first, 1.23 s against 0.015 s for two
+    (1,070,000, 33) blocks.
+    """
+    if X.flags.f_contiguous and Y.flags.f_contiguous:
+        return float(np.vdot(X.T, Y.T))
+    if X.flags.c_contiguous and Y.flags.c_contiguous:
+        return float(np.vdot(X, Y))
+    return float(np.einsum("ij,ij->", X, Y))
+
+
 def subtract_product(C, A, B):
     """``C -= A @ B`` in place, without a temporary for ``A @ B`` when C is Fortran-ordered.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import collective, generator, integer_at_least
-from .._linalg import orthonormal_qr, single_threaded_blas, subtract_product
+from .._linalg import frobenius_inner, orthonormal_qr, single_threaded_blas, subtract_product
 from ._common import (
     PROBE_DISTRIBUTIONS,
     EstimatePair,
@@ -218,7 +218,7 @@ def hutchpp_trace(A, num_matvecs, *, rng=None, distribution="rademacher"):
         s = m // 3
         S = draw_probes(rng, n, s, comm, distribution)
         Q, _ = orthonormal_qr(apply(A, S))
-        low_rank_part = np.vdot(Q, apply(A, Q))
+        low_rank_part = frobenius_inner(Q, apply(A, Q))
         G = draw_probes(rng, n, m - 2 * s, comm, distribution)
         subtract_product(G, Q, Q.T @ G)
         remainder = np.einsum("ij,ij->j", G, apply(A, G))
@@ -360,4 +360,4 @@ def _rank_deficient_samples(A, Omega, Y, Q, n):
     AU = Y - Z @ W
     residual_norms = np.einsum("ij,ij->j", U, U)
     remainder = np.einsum("ij,ij->j", U, AU)
-    return np.vdot(Q, Z) + (n - r) / residual_norms * remainder
+    return frobenius_inner(Q, Z) + (n - r) / residual_norms * remainder
