@@ -102,11 +102,12 @@ class HessianProducts:
 
         Inside the block, `hvp` (and so the operator of `as_linop`) computes
         the forward and backward passes once per point and each product by
-        one more backward pass alone: about 1.0-1.1x a gradient per product
-        on a 784-128-10 MLP, against 1.3-1.8x outside. The package's own
-        algorithms (`eigsh`, `lobpcg`, the solvers, the estimators,
-        `NewtonCG`'s inner solves) enter it by themselves; use it around
-        SciPy's own functions. Collective over `comm` like `hvp`.
+        one more backward pass alone: 1.1-1.3x a gradient per product on a
+        784-128-10 MLP (the pass itself 1.0-1.1x), against 1.5-1.7x
+        outside. The package's own algorithms (`eigsh`, `lobpcg`, the
+        solvers, the estimators, `NewtonCG`'s inner solves) enter it by
+        themselves; use it around SciPy's own functions. Collective over
+        `comm` like `hvp`.
 
         The results are those of `hvp` outside the block, to round-off.
         Every product checks, inside the graph, that every variable the loss
