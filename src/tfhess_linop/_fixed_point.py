@@ -10,10 +10,11 @@ each local data batch, the tensors the second pass reads (the residuals)
 and answers each product with the second pass alone.
 
 The residuals are computed once per point. Each product also returns
-whether the parameters still hold the values the primal passes read
-(compared bit for bit, in the graph); a stale answer is thrown away and the
-residuals are recomputed at the new point, so assignments and optimizer
-steps between products are always seen.
+whether every variable the loss reads (parameters, BatchNorm statistics,
+frozen weights) still holds the value the primal passes read (compared bit
+for bit, in the graph); a stale answer is thrown away and the residuals are
+recomputed at the new point, so assignments and optimizer steps between
+products are always seen.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class FixedPoint:
         Why the kept passes are not used, when `active` is False.
     starts : int
         How often the primal passes were computed (one more after each
-        change of the parameters).
+        change of a variable the loss reads).
     estimated_bytes : int or None
         The residuals' estimated size (set by the first product).
     """
@@ -92,7 +93,7 @@ class FixedPoint:
                 raise
             if not stale:
                 return result
-            # The parameters moved since the primal passes read them.
+            # A variable moved since the primal passes read it.
             self.close()
         raise RuntimeError("the parameters changed during every one of three products.")
 
