@@ -712,3 +712,28 @@ def test_plot_without_matplotlib_says_how_to_install_it(outlier_density, monkeyp
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"needs matplotlib.*pip install"):
         thl.plot_spectral_density(outlier_density)
+
+
+@pytest.mark.parametrize("num_matvecs", [30, 31, 32])
+def test_hutchpp_on_a_tf_hessian_equals_hutchpp_on_its_dense_matrix(tf_hessian, num_matvecs):
+    # The operator writes its products into Hutch++'s reused blocks (and the
+    # probes are drawn into them); a dense matrix takes the generic route.
+    # Same probes, same products to round-off: the same estimate. 31 and 32
+    # products make the Hutchinson block wider than the sketch.
+    H, reference = tf_hessian
+    A = thl.as_linop(H)
+    got = thl.hutchpp_trace(A, num_matvecs, rng=11)
+    want = thl.hutchpp_trace(reference, num_matvecs, rng=11)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert A.n_hvp == num_matvecs
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "normal"])
+def test_probes_drawn_into_a_block_are_the_same_probes(distribution):
+    from tfhess_linop.estimators._common import draw_probes
+
+    fresh = draw_probes(np.random.default_rng(3), 70, 5, None, distribution)
+    block = np.full((70, 5), np.nan, order="F")
+    drawn = draw_probes(np.random.default_rng(3), 70, 5, None, distribution, out=block)
+    assert np.shares_memory(drawn, block)
+    np.testing.assert_array_equal(block, fresh)

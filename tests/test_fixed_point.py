@@ -5,6 +5,8 @@ block (itself checked against nested-tape dense Hessians in test_hessian and
 test_keras_objective) or a dense Hessian built here by nested tapes.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -268,9 +270,9 @@ def test_package_algorithms_enter_the_fixed_point(monkeypatch):
     calls = []
     product = _fixed_point.FixedPoint.product
 
-    def counted(self, matrix):
+    def counted(self, matrix, out=None):
         calls.append(matrix.shape[1])
-        return product(self, matrix)
+        return product(self, matrix, out)
 
     monkeypatch.setattr(_fixed_point.FixedPoint, "product", counted)
     A = thl.as_linop(H)
@@ -398,3 +400,70 @@ def test_staging_hands_tensorflow_an_aligned_copy_of_any_layout():
         thread.join()
     for i in range(3):
         np.testing.assert_array_equal(views[i], float(i))
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_products_are_written_into_out(fixed):
+    # Any layout of `out`, `out` the request itself, several local batches
+    # (the kept passes add their parts into `out`): the values of a product
+    # outside the block, in the caller's array.
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=7)
+    rng = np.random.default_rng(8)
+    block = rng.standard_normal((H.n, 3))
+    reference, reference_one = H.hvp(block), H.hvp(block[:, 1])
+    atol = 1e-13 * np.abs(reference).max()
+    with H.fixed_point() if fixed else contextlib.nullcontext() as point:
+        for layout in ("C", "F"):
+            out = np.full(block.shape, np.nan, order=layout)
+            assert H.hvp(block, out=out) is out
+            np.testing.assert_allclose(out, reference, rtol=0, atol=atol)
+        aliased = np.asfortranarray(block)
+        assert H.hvp(aliased, out=aliased) is aliased
+        np.testing.assert_allclose(aliased, reference, rtol=0, atol=atol)
+        one = np.zeros(H.n)
+        assert H.hvp(block[:, 1], out=one) is one
+        np.testing.assert_allclose(one, reference_one, rtol=0, atol=atol)
+        # A strided view of a larger array: only its entries are written.
+        wide = np.zeros((H.n, 6))
+        H.hvp(block, out=wide[:, ::2])
+        np.testing.assert_allclose(wide[:, ::2], reference, rtol=0, atol=atol)
+        np.testing.assert_array_equal(wide[:, 1::2], 0.0)
+    if fixed:
+        assert point.active and point.starts == 1
+
+
+def test_out_is_checked_before_any_product(monkeypatch):
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    monkeypatch.setattr(H, "_sum", lambda *a, **k: pytest.fail("a product was computed"))
+    block = np.ones((H.n, 2))
+    read_only = np.zeros((H.n, 2))
+    read_only.flags.writeable = False
+    for out, error, match in [
+        (np.zeros((H.n, 2), np.float32), TypeError, "float64"),
+        ([[0.0, 0.0]] * H.n, TypeError, "NumPy array"),
+        (np.zeros((H.n, 3)), ValueError, "shape"),
+        (np.zeros(H.n), ValueError, "shape"),
+        (read_only, ValueError, "read-only"),
+    ]:
+        with pytest.raises(error, match=match):
+            H.hvp(block, out=out)
+
+
+def test_copy_cast_copies_every_layout_in_slabs():
+    from tfhess_linop._staging import copy_cast
+
+    rng = np.random.default_rng(9)
+    # Wider than one slab of 512 columns, not a multiple of it.
+    rows = rng.standard_normal((5, 1300))
+    for source in (rows, np.asfortranarray(rows), rows.T.copy().T):
+        for order in ("C", "F"):
+            destination = np.empty(rows.shape, order=order)
+            copy_cast(destination, source)
+            np.testing.assert_array_equal(destination, rows)
+            single = np.empty(rows.shape, np.float32, order=order)
+            copy_cast(single, source)
+            np.testing.assert_array_equal(single, rows.astype(np.float32))

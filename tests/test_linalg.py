@@ -130,3 +130,18 @@ def test_single_threaded_blas_limits_and_restores():
                 pass
             assert _blas_threads() == inside
         assert _blas_threads() == before
+
+
+def test_all_finite_without_a_temporary():
+    rng = np.random.default_rng(2)
+    X = np.asfortranarray(rng.standard_normal((50, 4)))
+    assert _linalg.all_finite(X) and _linalg.all_finite(np.empty((0, 3)))
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[17, 2] = bad
+        assert not _linalg.all_finite(Y)
+    # Finite entries whose sum overflows are finite.
+    huge = np.full((3, 3), np.finfo(np.float64).max)
+    assert _linalg.all_finite(huge)
+    # Infinities of both signs sum to NaN: not finite either.
+    assert not _linalg.all_finite(np.array([np.inf, -np.inf]))

@@ -61,6 +61,7 @@ def test_distributed_operator_equals_serial_on_every_rank(ranks, tmp_path):
         "lobpcg identical on all ranks",
         "power_iteration identical on all ranks",
         "fixed point: matmat identical on all ranks",
+        "fixed point: matmat into out identical on all ranks",
         "fixed point: moved",
         "fixed point over budget: active identical on all ranks",
         "randomized_svd identical on all ranks",

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _mpi
+from ._linalg import all_finite
 
 __all__ = ["BatchSums"]
 
@@ -68,7 +69,7 @@ class BatchSums:
         def compute():
             args = ()
             if vector is not None:
-                if not np.isfinite(vector).all():
+                if not all_finite(vector):
                     raise ValueError("`v` has non-finite entries (NaN or inf).")
                 args = (self._staging.tensor(vector.T if rows else vector, dtype),)
             with self._preserved_state(function):

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._engine import PerformanceWarning, _caller_level
-from ._staging import Staging
+from ._staging import Staging, copy_cast
 
 __all__ = ["FixedPoint", "default_memory_budget"]
 
@@ -79,13 +79,16 @@ class FixedPoint:
         self.estimated_bytes = None
         self._staging = Staging()
 
-    def product(self, matrix):
-        """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True."""
+    def product(self, matrix, out=None):
+        """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True.
+
+        Written into `out` ((n, k) float64, may be `matrix`) when given.
+        """
         for _ in range(3):
             if self._residuals is None:
                 self._start()
             try:
-                result, stale = self._ask(matrix)
+                result, stale = self._ask(matrix, out)
             except BaseException:
                 # A failed pass (or an interrupt) keeps nothing: the next
                 # product starts afresh.
@@ -135,10 +138,11 @@ class FixedPoint:
         self._residuals = [split.residuals(tuple(batch)) for batch in self._batches]
         self.starts += 1
 
-    def _ask(self, matrix):
+    def _ask(self, matrix, out):
         split = self._split_of()
         # The second pass takes and gives the vectors as rows, in the
-        # variables' dtype (see Engine.fixed_point_pass).
+        # variables' dtype (see Engine.fixed_point_pass). The request is a
+        # copy: `out` may be `matrix`.
         request = self._staging.tensor(matrix.T, split.dtype.as_numpy_dtype)
         total, stale = None, False
         for residuals in self._residuals:
@@ -147,7 +151,8 @@ class FixedPoint:
             # The first part is copied (the reply's buffer belongs to TF) and
             # cast to float64 in the same pass.
             if total is None:
-                total = np.array(part, dtype=np.float64)
+                total = np.empty(part.shape) if out is None else out.T
+                copy_cast(total, part)
             else:
                 np.add(total, part, out=total)
         return total.T, stale

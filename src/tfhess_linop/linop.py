@@ -75,6 +75,18 @@ class HessianOperator(LinearOperator):
         self.n_hvp += X.shape[1]
         return self.hessian.hvp(X)
 
+    def _matmat_into(self, X, out):
+        """``A @ X`` written into `out` (float64, X's shape; may be X itself).
+
+        For the package's algorithms, which reuse their blocks: a Hessian's
+        products at a fixed point are written into `out` directly.
+        """
+        self.n_hvp += X.shape[1]
+        if isinstance(self.hessian, Hessian):
+            return self.hessian.hvp(X, out=out)
+        np.copyto(out, self.hessian.hvp(X))
+        return out
+
     def _matvec(self, x):
         x = np.asarray(x)
         if np.iscomplexobj(x):

@@ -88,6 +88,12 @@ with parallel.fixed_point() as point:
     close("fixed point: hvp", parallel.hvp(probe[:, 0]), serial.hvp(probe[:, 0]))
     close("fixed point: matmat", parallel.hvp(probe), serial.hvp(probe))
     identical_on_all_ranks("fixed point: matmat", parallel.hvp(probe))
+    # Written into `out` (here the request itself), on every rank.
+    block = np.asfortranarray(probe)
+    written = parallel.hvp(block, out=block)
+    assert written is block
+    close("fixed point: matmat into out", block, serial.hvp(probe))
+    identical_on_all_ranks("fixed point: matmat into out", block)
     moved = parallel.parameters() * 0.9
     with parallel.at(moved), serial.at(moved):
         close("fixed point: moved", parallel.hvp(probe), serial.hvp(probe))

@@ -14,7 +14,7 @@ from ._reductions import broadcast_array
 __all__ = ["draw"]
 
 
-def draw(rng, shape, comm, distribution="normal"):
+def draw(rng, shape, comm, distribution="normal", out=None):
     """Draw a random float64 array that is identical on every rank.
 
     Collective over `comm`. Every rank draws from its own generator (so
@@ -30,13 +30,16 @@ def draw(rng, shape, comm, distribution="normal"):
     comm : mpi4py communicator or None
     distribution : {"normal", "rademacher", "uniform"}
         Standard normal entries, random signs, or uniform on [0, 1).
+    out : ndarray, optional
+        A C-contiguous float64 array of `shape` to draw into (the same
+        numbers as without it).
     """
     if distribution == "normal":
-        sample = rng.standard_normal(shape)
+        sample = rng.standard_normal(shape, out=out)
     elif distribution == "rademacher":
-        sample = _random_signs(rng, shape)
+        sample = _random_signs(rng, shape, out=out)
     elif distribution == "uniform":
-        sample = rng.random(shape)
+        sample = rng.random(shape, out=out)
     else:
         raise ValueError(
             f"`distribution` must be 'normal', 'rademacher' or 'uniform', got {distribution!r}."
@@ -44,7 +47,7 @@ def draw(rng, shape, comm, distribution="normal"):
     return broadcast_array(np.asarray(sample, dtype=np.float64), comm)
 
 
-def _random_signs(rng, shape):
+def _random_signs(rng, shape, out=None):
     """Independent +-1 entries, one random bit each, row by row.
 
     Eight times fewer random bytes than ``rng.integers(0, 2, dtype=np.int8)``
@@ -60,7 +63,7 @@ def _random_signs(rng, shape):
     row_bytes = 4 * -(-length // 32)
     raw = np.frombuffer(rng.bytes(rows * row_bytes), dtype=np.uint8).reshape(rows, row_bytes)
     bits = np.unpackbits(raw, axis=1, count=length)
-    signs = np.empty((rows, length))
+    signs = np.empty((rows, length)) if out is None else out.reshape(rows, length)
     np.multiply(bits, 2.0, out=signs)
     signs -= 1.0
-    return signs.reshape(shape)
+    return signs.reshape(shape) if out is None else out

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _mpi
 from .._checks import collective, communicator, generator, integer_at_least, square_operator
-from .._linalg import orthonormal_qr, single_threaded_blas
+from .._linalg import all_finite, orthonormal_qr, single_threaded_blas
 
 # Probe entries of the Hutchinson-type estimators.
 PROBE_DISTRIBUTIONS = ("rademacher", "normal")
@@ -80,21 +80,35 @@ def check_distribution(distribution, allowed):
     return distribution
 
 
-def draw_probes(rng, n, k, comm, distribution):
+def draw_probes(rng, n, k, comm, distribution, out=None):
     """Draw `k` probe vectors of length `n` as the columns of an (n, k) array.
 
     Collective over `comm`: the probes are identical on every rank. Rows are
     drawn probe by probe, so consecutive draws of k1 and k2 probes give the
-    same probes as one draw of k1 + k2.
+    same probes as one draw of k1 + k2. With `out` (a Fortran-ordered
+    (n, k) float64 array, reused by the caller), the probes are drawn into it.
     """
-    return _mpi.draw(rng, (k, n), comm, distribution=distribution).T
+    rows = None if out is None else out.T
+    return _mpi.draw(rng, (k, n), comm, distribution=distribution, out=rows).T
 
 
-def apply(A, X):
-    """``A @ X`` as a float64 array of shape (n, k), through one `matmat` call."""
+def apply(A, X, out=None):
+    """``A @ X`` as a float64 array of shape (n, k), through one `matmat` call.
+
+    With `out` (float64, X's shape; it may be X), the result is written
+    there: a `HessianOperator` (``_matmat_into``) writes its products into
+    it directly.
+    """
     X = np.asarray(X, dtype=np.float64)
-    AX = np.asarray(A.matmat(X), dtype=np.float64).reshape(X.shape)
-    if not np.isfinite(AX).all():
+    into = getattr(A, "_matmat_into", None)
+    if out is not None and into is not None:
+        AX = into(X, out)
+    else:
+        AX = np.asarray(A.matmat(X), dtype=np.float64).reshape(X.shape)
+        if out is not None:
+            np.copyto(out, AX)
+            AX = out
+    if not all_finite(AX):
         raise ValueError("`A` returned non-finite values (inf or nan) in a product.")
     return AX
 
