@@ -153,15 +153,15 @@ class OperatorClock:
     seen. ``columns(*args)`` says how many products a call makes.
     """
 
-    def __init__(self, target, names=("_matvec", "_matmat", "_matmat_into"), columns=None):
+    def __init__(self, target, names=("_matvec", "_matmat"), columns=None):
         self.seconds = 0.0
         self.products = 0
         self._columns = columns or _columns
-        for name in names:
-            # `_matmat_into` (products written into the caller's block) is
-            # what the package's estimators call on a `HessianOperator`.
-            if hasattr(target, name):
-                setattr(target, name, self._timed(getattr(target, name)))
+        # The package's estimators call `_matmat_into` (products written into
+        # their own block) on a `HessianOperator`: timed too, where it exists.
+        optional = ("_matmat_into",) if hasattr(target, "_matmat_into") else ()
+        for name in (*names, *optional):
+            setattr(target, name, self._timed(getattr(target, name)))
 
     def _timed(self, method):
         def timed(*args, **kwargs):
