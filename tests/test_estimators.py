@@ -6,6 +6,7 @@ Statistical checks use fixed seeds and tolerances several standard
 deviations wide.
 """
 
+import functools
 import json
 import math
 import pickle
@@ -726,6 +727,42 @@ def test_hutchpp_on_a_tf_hessian_equals_hutchpp_on_its_dense_matrix(tf_hessian, 
     want = thl.hutchpp_trace(reference, num_matvecs, rng=11)
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert A.n_hvp == num_matvecs
+
+
+@pytest.mark.parametrize(
+    "estimator, num_matvecs",
+    [
+        (thl.xtrace, 24),
+        (thl.xdiag, 24),
+        (thl.hutchinson_diagonal, 24),
+        (functools.partial(thl.hutchinson_diagonal, block_size=7), 24),
+    ],
+)
+def test_reused_blocks_on_a_tf_hessian_equal_the_dense_route(tf_hessian, estimator, num_matvecs):
+    # XTrace and XDiag write A Q into their sketch, Hutchinson's diagonal
+    # reuses two blocks (7 columns: the last block of 3 in their first
+    # columns); a dense matrix's products are fresh arrays. Same probes,
+    # same products to round-off: the same estimates.
+    H, reference = tf_hessian
+    A = thl.as_linop(H)
+    got = estimator(A, num_matvecs, rng=4)
+    want = estimator(reference, num_matvecs, rng=4)
+    scale = np.abs(want[0]).max()
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-8, atol=1e-10 * scale)
+    assert A.n_hvp == num_matvecs
+
+
+@pytest.mark.parametrize("estimator", [thl.xtrace, thl.xdiag, thl.hutchinson_diagonal])
+def test_an_operator_returning_its_input_is_not_overwritten(estimator):
+    # The identity as an operator that hands back the probe block itself:
+    # writing A Q into "the sketch" would overwrite the probes.
+    n = 40
+    identity = spla.LinearOperator((n, n), matvec=lambda x: x, matmat=lambda X: X, dtype=float)
+    got = estimator(identity, 12, rng=2)
+    want = estimator(np.eye(n), 12, rng=2)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "normal"])

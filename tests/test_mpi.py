@@ -67,6 +67,10 @@ def test_distributed_operator_equals_serial_on_every_rank(ranks, tmp_path):
         "randomized_svd identical on all ranks",
         "cg identical on all ranks",
         "hutchpp_trace identical on all ranks",
+        "xtrace",
+        "xtrace identical on all ranks",
+        "xdiag identical on all ranks",
+        "hutchinson_diagonal identical on all ranks",
         "spectral_density identical on all ranks",
     ):
         assert expected in checks

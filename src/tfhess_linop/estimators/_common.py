@@ -113,6 +113,26 @@ def apply(A, X, out=None):
     return AX
 
 
+def apply_owned(A, X):
+    """``A @ X`` in a new Fortran-ordered float64 array that nothing else holds.
+
+    `A` may return an array of its own (an identity returns `X` itself):
+    the estimators that later write into the result (`spare_block`) take
+    it from here.
+    """
+    return apply(A, X, out=np.empty(X.shape, order="F"))
+
+
+def spare_block(spare, X):
+    """`spare` (from `apply_owned`, no longer needed) as the `out` of ``apply(A, X)``.
+
+    XTrace and XDiag write ``A Q`` into their sketch once its basis Q is
+    taken, instead of into a fresh block; None (a fresh block) where the
+    two share memory.
+    """
+    return None if np.may_share_memory(spare, X) else spare
+
+
 def blocks(total, block_size):
     """Yield ``(start, stop)`` of consecutive blocks of `block_size` up to `total`."""
     for start in range(0, total, block_size):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from .._checks import collective
 from .._linalg import single_threaded_blas
 from ._common import (
     EstimatePair,
     apply,
+    apply_owned,
     as_square_operator,
     blocks,
     check_block_size,
@@ -17,6 +19,7 @@ from ._common import (
     identity_diagonal,
     iv_exchangeable,
     orthonormal_range,
+    spare_block,
     standard_error,
 )
 
@@ -180,12 +183,20 @@ def hutchinson_diagonal(A, num_matvecs, *, rng=None, distribution="rademacher", 
         mean = np.zeros(n)
         squares = np.zeros(n)
         count = 0
+        # Two (n, block_size) blocks, written again for every block of probes
+        # (the last one in their first columns): fresh ones would cost page
+        # faults (see Hessian.hvp's `out`).
+        probes = np.empty((n, block_size), order="F")
+        samples = np.empty((n, block_size), order="F")
         for start, stop in blocks(m, block_size):
-            Z = draw_probes(rng, n, stop - start, comm, distribution)
-            samples = Z * apply(A, Z)
             size = stop - start
-            block_mean = samples.mean(axis=1)
-            block_squares = ((samples - block_mean[:, None]) ** 2).sum(axis=1)
+            Z = draw_probes(rng, n, size, comm, distribution, out=probes[:, :size])
+            block = apply(A, Z, out=samples[:, :size])
+            block *= Z
+            block_mean = block.mean(axis=1)
+            block -= block_mean[:, None]
+            np.square(block, out=block)
+            block_squares = block.sum(axis=1)
             delta = block_mean - mean
             total = count + size
             mean += delta * (size / total)
@@ -272,7 +283,7 @@ def xdiag(A, num_matvecs, *, rng=None):
             return DiagonalEstimate(diagonal, np.zeros(n), method="exact", num_matvecs=n)
         s = m // 2
         Omega = draw_probes(rng, n, s, comm, "rademacher")
-        Y = apply(A, Omega)
+        Y = apply_owned(A, Omega)
         Q, U, sigma, Vt, rank = orthonormal_range(Y)
         if rank < s:
             Q = Q @ U[:, :rank]
@@ -280,12 +291,12 @@ def xdiag(A, num_matvecs, *, rng=None):
             samples = np.einsum("ij,ij->i", Q, Z)[:, None] + Omega * (Y - Q @ (Q.T @ Y))
             num_used = s + rank
         else:
-            Z = apply(A, Q)
+            # The sketch Y is not needed again: A Q is written into it.
+            Z = apply(A, Q, out=spare_block(Y, Q))
             S = (U / sigma) @ Vt
             norms = np.linalg.norm(S, axis=0)
             S /= norms
-            QS = Q @ S
-            samples = np.einsum("ij,ij->i", Q, Z)[:, None] - QS * (Z @ S) + Omega * QS / norms
+            samples = _leave_one_out_samples(Omega, Q, Z, S, norms)
             num_used = 2 * s
         return DiagonalEstimate(
             samples.mean(axis=1),
@@ -293,3 +304,24 @@ def xdiag(A, num_matvecs, *, rng=None):
             method="xdiag",
             num_matvecs=num_used,
         )
+
+
+def _leave_one_out_samples(Omega, Q, Z, S, norms):
+    """XDiag's samples ``diag(Q Zᵀ)[:, None] - (Q S) * (Z S) + Omega * (Q S) / norms``.
+
+    The same operations in the same order, in two (n, s) blocks: ``Q S``
+    (new) and ``Z S``, written into Q's memory (Q is not needed after it).
+    Each (n, s) temporary of the expression would be a fresh block, seven
+    of them, 2 GB of new memory at n = 1.07M and s = 33.
+    """
+    low_rank = np.einsum("ij,ij->i", Q, Z)
+    QS = Q @ S
+    # gemm with beta = 0 reads nothing of `c`; f2py copies a `c` it cannot
+    # overwrite (not Fortran-ordered float64), so the result is right either way.
+    ZS = scipy.linalg.blas.dgemm(1.0, Z, S, beta=0.0, c=Q, overwrite_c=True)
+    ZS *= QS
+    np.subtract(low_rank[:, None], ZS, out=ZS)
+    QS *= Omega
+    QS /= norms
+    ZS += QS
+    return ZS

@@ -10,6 +10,7 @@ from ._common import (
     PROBE_DISTRIBUTIONS,
     EstimatePair,
     apply,
+    apply_owned,
     as_square_operator,
     blocks,
     check_block_size,
@@ -19,6 +20,7 @@ from ._common import (
     identity_diagonal,
     iv_exchangeable,
     orthonormal_range,
+    spare_block,
     standard_error,
 )
 
@@ -313,28 +315,28 @@ def xtrace(A, num_matvecs, *, rng=None):
             return _exact_trace(A, n, comm)
         s = m // 2
         Omega = draw_probes(rng, n, s, comm, "normal")
-        Y = apply(A, Omega)
+        Y = apply_owned(A, Omega)
         Q, U, sigma, Vt, rank = orthonormal_range(Y)
         if rank < s:
             samples = _rank_deficient_samples(A, Omega, Y, Q @ U[:, :rank], n)
             num_used = s + rank
         else:
-            samples = _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n)
+            samples = _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n, spare=Y)
             num_used = 2 * s
         return TraceEstimate(
             samples.mean(), standard_error(samples), method="xtrace", num_matvecs=num_used
         )
 
 
-def _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n):
+def _leave_one_out_samples(A, Omega, Q, U, sigma, Vt, n, spare):
     """The XTrace samples t_i for a sketch ``Y = Q @ B`` of full column rank.
 
     Here ``B = U @ diag(sigma) @ Vt``; the columns of ``B^{-T} = U @ diag(1/sigma)
     @ Vt``, normalised, are the directions that leaving out one column of ``Y``
-    removes.
+    removes. ``A Q`` is written into `spare` (the sketch, not needed again).
     """
     s = Vt.shape[0]
-    Z = apply(A, Q)
+    Z = apply(A, Q, out=spare_block(spare, Q))
     H = Q.T @ Z
     H = (H + H.T) / 2
     W = Q.T @ Omega
