@@ -736,11 +736,12 @@ def test_hutchpp_on_a_tf_hessian_equals_hutchpp_on_its_dense_matrix(tf_hessian, 
         (thl.xdiag, 24),
         (thl.hutchinson_diagonal, 24),
         (functools.partial(thl.hutchinson_diagonal, block_size=7), 24),
+        (functools.partial(thl.hutchinson_trace, block_size=7), 24),
     ],
 )
 def test_reused_blocks_on_a_tf_hessian_equal_the_dense_route(tf_hessian, estimator, num_matvecs):
-    # XTrace and XDiag write A Q into their sketch, Hutchinson's diagonal
-    # reuses two blocks (7 columns: the last block of 3 in their first
+    # XTrace and XDiag write A Q into their sketch, Hutchinson's estimators
+    # reuse two blocks (7 columns: the last block of 3 in their first
     # columns); a dense matrix's products are fresh arrays. Same probes,
     # same products to round-off: the same estimates.
     H, reference = tf_hessian
@@ -753,7 +754,9 @@ def test_reused_blocks_on_a_tf_hessian_equal_the_dense_route(tf_hessian, estimat
     assert A.n_hvp == num_matvecs
 
 
-@pytest.mark.parametrize("estimator", [thl.xtrace, thl.xdiag, thl.hutchinson_diagonal])
+@pytest.mark.parametrize(
+    "estimator", [thl.xtrace, thl.xdiag, thl.hutchinson_diagonal, thl.hutchinson_trace]
+)
 def test_an_operator_returning_its_input_is_not_overwritten(estimator):
     # The identity as an operator that hands back the probe block itself:
     # writing A Q into "the sketch" would overwrite the probes.

@@ -151,12 +151,13 @@ close("hutchpp_trace", trace, np.trace(dense), rtol=0.5)
 identical_on_all_ranks("hutchpp_trace", [trace, error])
 
 # The estimators that reuse their blocks (XTrace and XDiag write A Q into
-# the sketch, Hutchinson's diagonal two blocks of 7 columns): the same
+# the sketch, Hutchinson's estimators two blocks of 7 columns): the same
 # estimates as on the dense matrix with the same probes, on every rank.
 for name, estimate in [
     ("xtrace", lambda B: thl.xtrace(B, 30, rng=5)),
     ("xdiag", lambda B: thl.xdiag(B, 30, rng=5)),
     ("hutchinson_diagonal", lambda B: thl.hutchinson_diagonal(B, 30, rng=5, block_size=7)),
+    ("hutchinson_trace", lambda B: thl.hutchinson_trace(B, 30, rng=5, block_size=7)),
 ]:
     got, want = estimate(A), estimate(dense)
     close(name, got[0], want[0], rtol=0, atol=1e-9 * np.abs(want[0]).max())

@@ -134,9 +134,14 @@ def hutchinson_trace(A, num_matvecs, *, rng=None, distribution="rademacher", blo
     ) as checked:
         A, n, comm, m, rng, distribution, block_size = checked
         samples = np.empty(m)
+        # Two (n, block_size) blocks for the whole call, as in
+        # hutchinson_diagonal: no fresh block per block of probes.
+        probes = np.empty((n, block_size), order="F")
+        products = np.empty((n, block_size), order="F")
         for start, stop in blocks(m, block_size):
-            Z = draw_probes(rng, n, stop - start, comm, distribution)
-            samples[start:stop] = np.einsum("ij,ij->j", Z, apply(A, Z))
+            size = stop - start
+            Z = draw_probes(rng, n, size, comm, distribution, out=probes[:, :size])
+            samples[start:stop] = np.einsum("ij,ij->j", Z, apply(A, Z, out=products[:, :size]))
         return TraceEstimate(
             samples.mean(), standard_error(samples), method="hutchinson", num_matvecs=m
         )
