@@ -197,8 +197,10 @@ def orthonormal_columns(Y, against=None):
     """
     if against is None or against.shape[1] == 0:
         return orthonormal_qr(Y)[0]
-    Q = Y
+    # Our own Fortran-ordered copy, projected in place by gemm (no (n, s)
+    # temporaries for the product and the difference).
+    Q = np.array(Y, dtype=np.float64, order="F")
     for _ in range(2):
-        Q = Q - against @ (against.T @ Q)
+        subtract_product(Q, against, against.T @ Q)
         Q = orthonormal_qr(Q)[0]
     return Q

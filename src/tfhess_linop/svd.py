@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import _checks, _mpi
-from ._linalg import orthonormal_columns, single_threaded_blas
+from ._linalg import orthonormal_columns, orthonormal_qr, single_threaded_blas
 from .eigen import eigsh
 
 __all__ = ["randomized_svd", "svds"]
@@ -234,26 +236,74 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
         A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
         width = min(k + oversample, n)
         omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
-        Q = orthonormal_columns(_matmat(A, omega))
+        # Ω and each Q of the subspace iteration are ours and not needed
+        # after their product: it is written into them where A can.
+        Q = orthonormal_columns(_matmat(A, omega, out=omega))
         if method == "subspace":
             for _ in range(n_iter):
-                Q = orthonormal_columns(_matmat(A, Q))
+                Q = orthonormal_columns(_matmat(A, Q, out=Q))
             AQ = _matmat(A, Q)
         else:
-            blocks, products = [Q], []
-            for _ in range(n_iter):
-                room = n - sum(block.shape[1] for block in blocks)
-                if room == 0:
-                    break
-                products.append(_matmat(A, blocks[-1]))
-                basis = np.hstack(blocks)
-                blocks.append(orthonormal_columns(products[-1][:, :room], basis))
-            products.append(_matmat(A, blocks[-1]))
-            Q, AQ = np.hstack(blocks), np.hstack(products)
-        # A = Aᵀ, so Qᵀ A = (A Q)ᵀ: no product with Aᵀ.
-        small_u, s, Vt = np.linalg.svd(AQ.T, full_matrices=False)
-        return Q @ small_u[:, :k], s[:k], Vt[:k]
+            Q, AQ = _krylov_basis(A, Q, n_iter)
+        return _rayleigh_ritz(Q, AQ, k)
 
 
-def _matmat(A, X):
-    return np.asarray(A.matmat(np.ascontiguousarray(X)), dtype=np.float64)
+def _krylov_basis(A, Q, n_iter):
+    """Q and A Q for the block Krylov basis ``[Q, A Q, ..., A^n_iter Q]``, orthonormalised.
+
+    Both are built in place in two Fortran-ordered (n, total) arrays, whose
+    leading columns are the basis so far (no concatenation per step: at
+    n = 1.07M, `np.hstack` of the blocks took 4.4 s of a 29 s call).
+    """
+    n, width = Q.shape
+    widths = [width]
+    for _ in range(n_iter):
+        room = n - sum(widths)
+        if room == 0:
+            break
+        widths.append(min(width, room))
+    total = sum(widths)
+    basis = np.empty((n, total), order="F")
+    products = np.empty((n, total), order="F")
+    basis[:, :width] = Q
+    start = 0
+    for previous, following in itertools.pairwise(widths):
+        stop = start + previous
+        product = _matmat(A, basis[:, start:stop], out=products[:, start:stop])
+        basis[:, stop : stop + following] = orthonormal_columns(
+            product[:, :following], basis[:, :stop]
+        )
+        start = stop
+    _matmat(A, basis[:, start:], out=products[:, start:])
+    return basis, products
+
+
+def _rayleigh_ritz(Q, AQ, k):
+    """The `k` largest singular triplets of ``Qᵀ A = (A Q)ᵀ`` (``A = Aᵀ``).
+
+    ``A Q = P R`` (Cholesky QR), ``Rᵀ = u diag(s) wᵀ``, so ``Qᵀ A = u diag(s)
+    (P w)ᵀ``: an SVD of an (l, l) matrix instead of the (l, n) one, which
+    took 2.8 s for l = 20 and 15.9 s for l = 60 at n = 1.07M.
+    """
+    P, R = orthonormal_qr(AQ)
+    small_u, s, wt = np.linalg.svd(R.T)
+    return Q @ small_u[:, :k], s[:k], wt[:k] @ P.T
+
+
+def _matmat(A, X, out=None):
+    """``A @ X`` as float64; written into `out` (X's shape, may be X) when given.
+
+    A `HessianOperator` reads blocks in any layout (the Fortran-ordered ones
+    of Q directly) and, through ``_matmat_into``, writes its products into
+    the caller's array: no fresh (n, k) block. Other operators get a
+    C-contiguous block, and their result is copied into `out`.
+    """
+    into = getattr(A, "_matmat_into", None)
+    if into is not None:
+        X = np.asarray(X, dtype=np.float64)
+        return into(X, np.empty(X.shape, order="F") if out is None else out)
+    result = np.asarray(A.matmat(np.ascontiguousarray(X)), dtype=np.float64)
+    if out is None:
+        return result
+    np.copyto(out, result.reshape(out.shape))
+    return out
