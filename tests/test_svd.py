@@ -208,3 +208,11 @@ def test_randomized_svd_of_a_tf_hessian_equals_that_of_its_dense_matrix(xor_prob
 def test_randomized_svd_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         thl.randomized_svd(dense_with_spectrum(spectrum("clustered")), **kwargs)
+
+
+@pytest.mark.parametrize("method", ["subspace", "krylov"])
+def test_non_finite_products_are_reported(method):
+    A = np.eye(8)
+    A[3, 3] = np.nan
+    with pytest.raises(ValueError, match="returned non-finite values"):
+        thl.randomized_svd(A, 2, oversample=1, n_iter=1, method=method, rng=0)

@@ -17,6 +17,7 @@ import numpy as np
 from . import _checks, _mpi
 from ._linalg import orthonormal_columns, orthonormal_qr, single_threaded_blas
 from .eigen import eigsh
+from .estimators._common import apply
 
 __all__ = ["randomized_svd", "svds"]
 
@@ -237,12 +238,13 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
         width = min(k + oversample, n)
         omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
         # Ω and each Q of the subspace iteration are ours and not needed
-        # after their product: it is written into them where A can.
-        Q = orthonormal_columns(_matmat(A, omega, out=omega))
+        # after their product: it is written into them (by a HessianOperator
+        # directly, no fresh block).
+        Q = orthonormal_columns(apply(A, omega, out=omega))
         if method == "subspace":
             for _ in range(n_iter):
-                Q = orthonormal_columns(_matmat(A, Q, out=Q))
-            AQ = _matmat(A, Q)
+                Q = orthonormal_columns(apply(A, Q, out=Q))
+            AQ = apply(A, Q)
         else:
             Q, AQ = _krylov_basis(A, Q, n_iter)
         return _rayleigh_ritz(Q, AQ, k)
@@ -269,12 +271,12 @@ def _krylov_basis(A, Q, n_iter):
     start = 0
     for previous, following in itertools.pairwise(widths):
         stop = start + previous
-        product = _matmat(A, basis[:, start:stop], out=products[:, start:stop])
+        product = apply(A, basis[:, start:stop], out=products[:, start:stop])
         basis[:, stop : stop + following] = orthonormal_columns(
             product[:, :following], basis[:, :stop]
         )
         start = stop
-    _matmat(A, basis[:, start:], out=products[:, start:])
+    apply(A, basis[:, start:], out=products[:, start:])
     return basis, products
 
 
@@ -288,22 +290,3 @@ def _rayleigh_ritz(Q, AQ, k):
     P, R = orthonormal_qr(AQ)
     small_u, s, wt = np.linalg.svd(R.T)
     return Q @ small_u[:, :k], s[:k], wt[:k] @ P.T
-
-
-def _matmat(A, X, out=None):
-    """``A @ X`` as float64; written into `out` (X's shape, may be X) when given.
-
-    A `HessianOperator` reads blocks in any layout (the Fortran-ordered ones
-    of Q directly) and, through ``_matmat_into``, writes its products into
-    the caller's array: no fresh (n, k) block. Other operators get a
-    C-contiguous block, and their result is copied into `out`.
-    """
-    into = getattr(A, "_matmat_into", None)
-    if into is not None:
-        X = np.asarray(X, dtype=np.float64)
-        return into(X, np.empty(X.shape, order="F") if out is None else out)
-    result = np.asarray(A.matmat(np.ascontiguousarray(X)), dtype=np.float64)
-    if out is None:
-        return result
-    np.copyto(out, result.reshape(out.shape))
-    return out
