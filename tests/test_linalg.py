@@ -62,6 +62,58 @@ def test_orthonormal_qr_is_a_qr_factorisation(name, Y, layout):
     assert residual <= 20 * s * np.finfo(float).eps * np.linalg.norm(Y / largest)
 
 
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
+@pytest.mark.parametrize(("name", "Y"), list(_blocks()), ids=[name for name, _ in _blocks()])
+def test_orthonormal_qr_overwrite_is_a_qr_factorisation_of_the_input(name, Y, layout):
+    # Overwriting Y changes where Q lives, not what it is: the same
+    # factorisation of the original block, also where a rank-deficient block
+    # falls back to Householder QR after a first pass already wrote into Y.
+    Y = _LAYOUTS[layout](Y)
+    given = Y.copy()
+    Q, R = _linalg.orthonormal_qr(Y, overwrite=True)
+    Q_copy, R_copy = _linalg.orthonormal_qr(given.copy())
+    s = Y.shape[1]
+    np.testing.assert_allclose(Q.T @ Q, np.eye(s), rtol=0, atol=20 * s * np.finfo(float).eps)
+    np.testing.assert_array_equal(np.tril(R, -1), 0.0)
+    largest = max(np.abs(given).max(), np.finfo(float).tiny)
+    residual = np.linalg.norm((given - Q @ R) / largest)
+    assert residual <= 20 * s * np.finfo(float).eps * np.linalg.norm(given / largest)
+    if layout == "strided":
+        # No BLAS call writes a strided block in place: it is left alone.
+        np.testing.assert_array_equal(Y, given)
+    if name.startswith("cond 1e") and int(name[7:]) >= 8:
+        # Too ill-conditioned to be overwritten (it may need Householder QR).
+        np.testing.assert_array_equal(Y, given)
+    if name in ("gaussian", "cond 1e4") and layout != "strided":
+        # Well-conditioned: in Y's memory, and the same operations.
+        assert np.shares_memory(Q, Y)
+        # In place or not, the kernels round alike up to the last bits.
+        np.testing.assert_allclose(Q, Q_copy, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(R, R_copy, rtol=0, atol=1e-13 * np.abs(R_copy).max())
+
+
+@pytest.mark.parametrize("against", [False, True], ids=["alone", "against a basis"])
+@pytest.mark.parametrize("target", ["column slice", "Y itself (F)", "Y itself (C)"])
+def test_orthonormal_columns_into_out(target, against):
+    rng = np.random.default_rng(5)
+    basis = np.linalg.qr(rng.standard_normal((N, 10)))[0] if against else None
+    Y = rng.standard_normal((N, 6))
+    expected = _linalg.orthonormal_columns(Y, basis)
+    if target == "column slice":
+        holder = np.full((N, 15), 7.0, order="F")
+        out = holder[:, 4:10]
+    else:
+        Y = np.array(Y, order="F" if "(F)" in target else "C")
+        out = Y
+    returned = _linalg.orthonormal_columns(Y, basis, out=out)
+    assert returned is out
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-14)
+    if target == "column slice":
+        # The columns around `out` are not touched.
+        np.testing.assert_array_equal(holder[:, :4], 7.0)
+        np.testing.assert_array_equal(holder[:, 10:], 7.0)
+
+
 @pytest.mark.parametrize("exponent", [0, 6])
 def test_orthonormal_qr_equals_householder_up_to_signs(exponent):
     Y = _with_singular_values(np.logspace(0, -exponent, S), seed=2)

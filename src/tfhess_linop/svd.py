@@ -237,27 +237,29 @@ def randomized_svd(A, k, *, oversample=10, n_iter=2, method="subspace", rng=None
         A, n, k, oversample, n_iter, rng = _iv_randomized_svd(A, k, oversample, n_iter, method, rng)
         width = min(k + oversample, n)
         omega = _mpi.draw(rng, (n, width), _checks.communicator(A))
-        # Ω and each Q of the subspace iteration are ours and not needed
-        # after their product: it is written into them (by a HessianOperator
-        # directly, no fresh block).
-        Q = orthonormal_columns(apply(A, omega, out=omega))
+        # Every block is ours and is written again and again (by a
+        # HessianOperator directly): products into their inputs, bases into
+        # the products. A fresh (n, l) block costs page faults on machines
+        # that return freed memory (1.4 s of a 9.5 s call at n = 1.07M).
+        A_omega = apply(A, omega, out=omega)
         if method == "subspace":
+            Q = orthonormal_columns(A_omega)
             for _ in range(n_iter):
-                Q = orthonormal_columns(apply(A, Q, out=Q))
-            AQ = apply(A, Q)
+                Q = orthonormal_columns(apply(A, Q, out=Q), out=Q)
+            AQ = apply(A, Q, out=omega)
         else:
-            Q, AQ = _krylov_basis(A, Q, n_iter)
+            Q, AQ = _krylov_basis(A, A_omega, n_iter)
         return _rayleigh_ritz(Q, AQ, k)
 
 
-def _krylov_basis(A, Q, n_iter):
-    """Q and A Q for the block Krylov basis ``[Q, A Q, ..., A^n_iter Q]``, orthonormalised.
+def _krylov_basis(A, A_omega, n_iter):
+    """Q and A Q for the orthonormalised block Krylov basis ``[A Ω, A² Ω, ..., A^(n_iter+1) Ω]``.
 
     Both are built in place in two Fortran-ordered (n, total) arrays, whose
     leading columns are the basis so far (no concatenation per step: at
     n = 1.07M, `np.hstack` of the blocks took 4.4 s of a 29 s call).
     """
-    n, width = Q.shape
+    n, width = A_omega.shape
     widths = [width]
     for _ in range(n_iter):
         room = n - sum(widths)
@@ -267,13 +269,13 @@ def _krylov_basis(A, Q, n_iter):
     total = sum(widths)
     basis = np.empty((n, total), order="F")
     products = np.empty((n, total), order="F")
-    basis[:, :width] = Q
+    orthonormal_columns(A_omega, out=basis[:, :width])
     start = 0
     for previous, following in itertools.pairwise(widths):
         stop = start + previous
         product = apply(A, basis[:, start:stop], out=products[:, start:stop])
-        basis[:, stop : stop + following] = orthonormal_columns(
-            product[:, :following], basis[:, :stop]
+        orthonormal_columns(
+            product[:, :following], basis[:, :stop], out=basis[:, stop : stop + following]
         )
         start = stop
     apply(A, basis[:, start:], out=products[:, start:])
@@ -285,8 +287,9 @@ def _rayleigh_ritz(Q, AQ, k):
 
     ``A Q = P R`` (Cholesky QR), ``Rᵀ = u diag(s) wᵀ``, so ``Qᵀ A = u diag(s)
     (P w)ᵀ``: an SVD of an (l, l) matrix instead of the (l, n) one, which
-    took 2.8 s for l = 20 and 15.9 s for l = 60 at n = 1.07M.
+    took 2.8 s for l = 20 and 15.9 s for l = 60 at n = 1.07M. `AQ` is
+    overwritten by P.
     """
-    P, R = orthonormal_qr(AQ)
+    P, R = orthonormal_qr(AQ, overwrite=True)
     small_u, s, wt = np.linalg.svd(R.T)
     return Q @ small_u[:, :k], s[:k], wt[:k] @ P.T
