@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.sparse.linalg as spla
 import tensorflow as tf
 
@@ -150,6 +151,92 @@ def test_lobpcg_is_reproducible_with_rng():
     first = thl.lobpcg(A, k=2, rng=5, tol=1e-10, maxiter=100)
     second = thl.lobpcg(A, k=2, rng=5, tol=1e-10, maxiter=100)
     assert np.array_equal(first[1], second[1])
+
+
+# Spectra on which LOBPCG converges in tens of iterations, so that rounding
+# does not decide when a pair locks.
+LOBPCG_SPECTRA = {
+    "separated": np.r_[np.linspace(0.0, 1.0, 292), 2.0, 2.5, 3.0, 4.0, 6.0, 6.5, 8.0, 9.0],
+    "indefinite": np.r_[
+        np.linspace(-1.0, 1.0, 290), -6.0, -5.0, -4.5, -4.0, -3.0, 3.0, 4.0, 4.5, 5.0, 6.0
+    ],
+    "graded": np.r_[np.linspace(1.0, 2.0, 292), np.logspace(0.5, 3.0, 8)],
+}
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize(
+    ("case", "largest"),
+    [("separated", True), ("indefinite", True), ("indefinite", False), ("graded", True)],
+)
+def test_lobpcg_takes_scipys_iterations(case, largest, k):
+    # The package's own LOBPCG runs SciPy's iteration: the same blocks of
+    # products, iteration by iteration, and the same eigenpairs.
+    values = np.sort(LOBPCG_SPECTRA[case])
+    A = dense_with_spectrum(values)
+    X = np.random.default_rng(1).standard_normal((300, k))
+    ours, scipys = CountingOperator(A), CountingOperator(A)
+    w, V = thl.lobpcg(ours, k, X=X, tol=1e-8, maxiter=500, largest=largest)
+    w_scipy = np.sort(spla.lobpcg(scipys, X, tol=1e-8, maxiter=500, largest=largest)[0])
+    assert ours.widths == scipys.widths
+    expected = values[-k:] if largest else values[:k]
+    assert np.allclose(w, expected, rtol=1e-12)
+    assert np.allclose(w, w_scipy, rtol=1e-12)
+    assert_eigenpairs(A, w, V, rtol=1e-7)
+
+
+def jacobi_problem(n=400):
+    """A diagonally dominant matrix with a wide diagonal, and its inverse diagonal."""
+    rng = np.random.default_rng(3)
+    coupling = rng.standard_normal((n, n)) * (rng.uniform(size=(n, n)) < 0.01)
+    A = np.diag(np.logspace(0, 4, n)) + 0.05 * (coupling + coupling.T)
+    return A, 1.0 / np.diag(A)
+
+
+@pytest.mark.parametrize("as_matrix", [False, True], ids=["callable", "matrix"])
+def test_lobpcg_preconditioner_as_scipy(as_matrix):
+    A, inverse_diagonal = jacobi_problem()
+    M = np.diag(inverse_diagonal) if as_matrix else (lambda R: inverse_diagonal[:, None] * R)
+    X = np.random.default_rng(2).standard_normal((400, 3))
+    ours, scipys, plain = CountingOperator(A), CountingOperator(A), CountingOperator(A)
+    w, V = thl.lobpcg(ours, 3, X=X, M=M, tol=1e-8, maxiter=300, largest=False)
+    spla.lobpcg(scipys, X, M=M, tol=1e-8, maxiter=300, largest=False)
+    with pytest.warns(UserWarning, match="not reaching the requested tolerance"):
+        thl.lobpcg(plain, 3, X=X, tol=1e-8, maxiter=300, largest=False)
+    assert ours.widths == scipys.widths
+    # The preconditioner is applied: it needs far fewer products.
+    assert ours.n_products < plain.n_products / 3
+    assert np.allclose(w, np.linalg.eigvalsh(A)[:3], atol=1e-9)
+    assert_eigenpairs(A, w, V, rtol=1e-7)
+
+
+def test_lobpcg_warns_as_scipy_and_returns_the_best_iterate():
+    A = dense_with_spectrum(spectrum("clustered", n=300))
+    X = np.random.default_rng(4).standard_normal((300, 2))
+    with pytest.warns(UserWarning, match="not reaching the requested tolerance") as ours:
+        w, _ = thl.lobpcg(A, 2, X=X, tol=1e-12, maxiter=3)
+    with pytest.warns(UserWarning, match="not reaching the requested tolerance") as scipys:
+        w_scipy, _ = spla.lobpcg(A, X, tol=1e-12, maxiter=3)
+    assert [str(m.message).split()[:2] for m in ours] == [
+        str(m.message).split()[:2] for m in scipys
+    ]
+    # The warning points at the caller, not at the package.
+    assert all(m.filename == __file__ for m in ours)
+    assert np.allclose(w, np.sort(w_scipy), rtol=1e-10)
+
+
+def test_lobpcg_generalized_and_constrained_problems_use_scipy():
+    values = spectrum("positive_definite", n=200)
+    A = dense_with_spectrum(values)
+    B = np.diag(np.linspace(1.0, 2.0, 200))
+    w, V = thl.lobpcg(A, 2, B=B, rng=0, tol=1e-9, maxiter=500)
+    assert np.allclose(w, scipy.linalg.eigh(A, B, eigvals_only=True)[-2:], rtol=1e-8)
+    assert np.allclose(A @ V, B @ V * w, atol=1e-6 * values.max())
+    # Constrained to the complement of the top eigenvector: the next two.
+    top = np.linalg.eigh(A)[1][:, -1:]
+    w, V = thl.lobpcg(A, 2, Y=top, rng=0, tol=1e-9, maxiter=500)
+    assert np.allclose(w, values[-3:-1], rtol=1e-8)
+    assert np.allclose(top.T @ V, 0.0, atol=1e-10)
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,9 @@ def _blocks():
     yield "huge scale", gaussian * 1e160
     yield "square", rng.standard_normal((S, S))
     yield "one column", gaussian[:, :1]
+    yield "one zero column", np.zeros((N, 1))
+    yield "one tiny column", gaussian[:, :1] * 1e-200
+    yield "one huge column", gaussian[:, :1] * 1e160
 
 
 _LAYOUTS = {

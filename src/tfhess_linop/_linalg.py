@@ -93,13 +93,16 @@ def orthonormal_qr(Y, *, overwrite=False):
     last. A block that stays numerically rank deficient (the Cholesky factor
     of a later pass fails or has a pivot below 1e-10 of the largest) falls
     back to Householder QR, whose `Q` is orthonormal whatever the rank. The
-    diagonal of `R` is positive except in that fallback.
+    diagonal of `R` is positive except in that fallback. A single column
+    is divided by its norm, in one pass.
     """
     n, s = Y.shape
     if s == 0 or s > n:
         return np.linalg.qr(Y)
     contiguous = Y.flags.c_contiguous or Y.flags.f_contiguous
     overwrite = overwrite and contiguous and Y.dtype == np.float64
+    if s == 1:
+        return _normalized_column(Y, overwrite)
     identity = np.eye(s)
     Q, R = Y, identity
     # Entries beyond ~1e154 overflow the Gram matrix (and below ~1e-154 it
@@ -126,7 +129,7 @@ def orthonormal_qr(Y, *, overwrite=False):
             overwrite = False
         # Q is the caller's Y in the first pass (copied unless `overwrite`),
         # ours after.
-        Q = _solve_right_upper(Q, factor, overwrite=overwrite or step > 0)
+        Q = solve_right_upper(Q, factor, overwrite=overwrite or step > 0)
         R = factor @ R
         if last:
             return Q, R
@@ -137,6 +140,23 @@ def orthonormal_qr(Y, *, overwrite=False):
     # spans the same columns; CholeskyQR2 does not get here in exact terms.
     Q, R_fallback = np.linalg.qr(Q)
     return Q, R_fallback @ R
+
+
+def _normalized_column(y, overwrite):
+    """``y / ‖y‖`` and ``[[‖y‖]]``: one pass where a block needs two.
+
+    A single column has no orthogonality to lose: its quotient by its norm
+    has unit norm to the accuracy of the norm itself, which a second pass
+    cannot improve. A zero, or a norm that overflows or underflows, goes to
+    Householder QR.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        norm = float(np.linalg.norm(y))
+    if not np.isfinite(norm) or norm < np.finfo(np.float64).tiny:
+        return np.linalg.qr(y)
+    q = y if overwrite else np.empty_like(y)
+    np.divide(y, norm, out=q)
+    return q, np.array([[norm]])
 
 
 def _gram(Q):
@@ -153,7 +173,7 @@ def _gram(Q):
     return scipy.linalg.blas.dsyrk(1.0, np.asfortranarray(Q), trans=1)
 
 
-def _solve_right_upper(Q, factor, *, overwrite):
+def solve_right_upper(Q, factor, *, overwrite):
     """``Q F⁻¹`` for upper triangular `F`, by ``trsm`` (in place when `overwrite`).
 
     A triangular solve costs half the FLOPs of a product with ``F⁻¹`` and

