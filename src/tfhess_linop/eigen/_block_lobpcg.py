@@ -74,10 +74,7 @@ def _residual_norms(blocks, values):
     """``R = A X - X diag(values)`` into ``blocks.W``; its column norms."""
     squares = np.zeros(blocks.k)
     for rows in blocks.chunks:
-        R = blocks.W[rows]
-        np.multiply(blocks.X[rows], values, out=R)
-        np.subtract(blocks.AX[rows], R, out=R)
-        squares += np.einsum("ij,ij->j", R, R)
+        squares += _residual_squares(blocks.T[rows], blocks.k, values)
     return np.sqrt(squares)
 
 
@@ -167,26 +164,38 @@ def _rayleigh_ritz(gram, k, m, directions_scale, largest):
     return values[chosen], scale @ vectors[:, chosen]
 
 
-def _update(blocks, m, with_directions, coefficients, keep_best):
-    """``P = [W, P] C_WP``, ``X = X C_X + P`` (and A's) in place, chunk by chunk.
+def _update(blocks, m, with_directions, coefficients, values, keep_best):
+    """``P = [W, P] C_WP``, ``X = X C_X + P`` (and A's) in place; the new residual norms.
 
-    Both are one product of ``[X, W, P]`` with a (3k, 2k) matrix. With
-    `keep_best`, the old X is first copied to ``blocks.best`` (it had the
-    smallest mean residual so far).
+    Both are one product of ``[X, W, P]`` with a (3k, 2k) matrix, and the
+    residuals ``A X - X diag(values)`` of the new X go into W, chunk by
+    chunk while the chunk is in cache. With `keep_best`, the old X is first
+    copied to ``blocks.best`` (it had the smallest mean residual so far).
     """
     k = blocks.k
     columns = _basis_columns(k, m, with_directions)
     combination = np.zeros((3 * k, 2 * k))
     combination[columns, :k] = coefficients
     combination[columns[k:], k:] = coefficients[k:]
-    for offset in (0, 3 * k):
-        for rows in blocks.chunks:
-            chunk = blocks.T[rows]
+    squares = np.zeros(k)
+    for rows in blocks.chunks:
+        chunk = blocks.T[rows]
+        if keep_best:
+            blocks.best[rows] = chunk[:, :k]
+        for offset in (0, 3 * k):
             new = chunk[:, offset : offset + 3 * k] @ combination
-            if keep_best and offset == 0:
-                blocks.best[rows] = chunk[:, :k]
             chunk[:, offset : offset + k] = new[:, :k]
             chunk[:, offset + 2 * k : offset + 3 * k] = new[:, k:]
+        squares += _residual_squares(chunk, k, values)
+    return np.sqrt(squares)
+
+
+def _residual_squares(chunk, k, values):
+    """``R = A X - X diag(values)`` into the W columns of a chunk of T; ``Σ R²`` by column."""
+    R = chunk[:, k : 2 * k]
+    np.multiply(chunk[:, :k], values, out=R)
+    np.subtract(chunk[:, 3 * k : 4 * k], R, out=R)
+    return np.einsum("ij,ij->j", R, R)
 
 
 def _final_rayleigh_ritz(A, X, k, largest, tol):
@@ -270,13 +279,13 @@ def block_lobpcg(A, X, M=None, tol=None, maxiter=None, largest=True):
     maxiter = _DEFAULT_MAXITER if maxiter is None else maxiter
     blocks = _Blocks(n, k)
     values = _initial_ritz_pairs(A, X, blocks, largest)
+    norms = _residual_norms(blocks, values)
 
     locked = np.zeros(k, dtype=bool)
     smallest_residual, best_iteration = np.inf, 0
     forced_restart, iteration = False, -1
     while iteration < maxiter:
         iteration += 1
-        norms = _residual_norms(blocks, values)
         mean_norm = norms.sum() / k
         improved = mean_norm < smallest_residual
         if improved:
@@ -315,9 +324,10 @@ def block_lobpcg(A, X, M=None, tol=None, maxiter=None, largest=True):
                 blocks.best[...] = blocks.X
             break
         values, coefficients = ritz
-        _update(blocks, m, with_directions, coefficients, keep_best=improved)
+        norms = _update(blocks, m, with_directions, coefficients, values, keep_best=improved)
 
-    norms = _residual_norms(blocks, values)
+    # `norms` are those of the current X: from the last update, or from the
+    # iteration that ended the loop without one.
     mean_norm = norms.sum() / k
     if mean_norm < smallest_residual:
         smallest_residual, best_iteration = mean_norm, iteration + 1
