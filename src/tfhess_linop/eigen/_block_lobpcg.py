@@ -7,12 +7,13 @@ every iteration and the final block. What differs is the work between the
 products. SciPy makes fresh (n, k) temporaries for each of its dozen block
 operations per iteration and one small product per Gram block; on a
 1.07M-parameter Hessian that was 2.3 s outside 1.8 s of products for k = 1.
-Here the blocks X, W, P and their products are (n, k) arrays allocated
-once: the residuals are computed into W, the active columns of W and P
-are moved to the front in place, the Gram matrices of the Rayleigh-Ritz
-step are summed over row chunks that stay in cache (one pass over the six
-blocks, where a product per pair of blocks passes over each several
-times), and the new X and P are written over the old ones chunk by chunk.
+Here the blocks X, W, P and their products are column blocks of one
+array allocated once: the active columns of W and P are moved to the
+front in place, the Gram matrices of the Rayleigh-Ritz step are summed
+over row chunks that stay in cache (one pass over the six blocks, where a
+product per pair of blocks passes over each several times), P is
+orthonormalised through those Gram matrices instead of in memory, and the
+new X and P and the new residuals (into W) are written chunk by chunk.
 
 The Gram matrices are always computed explicitly (SciPy switches to them
 once the residuals are below sqrt(eps)): they cost no more here, and they
