@@ -210,6 +210,26 @@ def test_lobpcg_preconditioner_as_scipy(as_matrix):
     assert_eigenpairs(A, w, V, rtol=1e-7)
 
 
+def test_lobpcg_goes_on_where_the_preconditioned_residuals_are_rank_deficient():
+    # A preconditioner that returns the same vector for every residual:
+    # SciPy's Cholesky of the block fails and it stops at iteration 0; the
+    # package completes the block by Householder QR and converges.
+    values = np.sort(LOBPCG_SPECTRA["indefinite"])
+    A = dense_with_spectrum(values)
+    X = np.random.default_rng(1).standard_normal((300, 3))
+
+    def M(R):
+        return np.repeat(R[:, :1], R.shape[1], axis=1)
+
+    with pytest.warns(UserWarning) as record:
+        w_scipy, _ = spla.lobpcg(A, X, M=M, tol=1e-8, maxiter=300)
+    assert str(record[0].message).startswith("Failed at iteration 0")
+    assert not np.allclose(np.sort(w_scipy), values[-3:], rtol=1e-2)
+    w, V = thl.lobpcg(A, 3, X=X, M=M, tol=1e-8, maxiter=300)
+    assert np.allclose(w, values[-3:], rtol=1e-12)
+    assert_eigenpairs(A, w, V, rtol=1e-7)
+
+
 def test_lobpcg_warns_as_scipy_and_returns_the_best_iterate():
     A = dense_with_spectrum(spectrum("clustered", n=300))
     X = np.random.default_rng(4).standard_normal((300, 2))
