@@ -34,7 +34,7 @@ PEERS_ENV = "TFHESS_LINOP_PEERS_PYTHON"
 # waiting is the peers' better setting here; set OMP_WAIT_POLICY to override.
 OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
 TITLES = {
-    "matvec": "matvec",
+    "matvec": "matvec",  # the default: passes kept between products (`keep_passes`)
     "matvec_fixed": "matvec at a fixed point",
     "matmat32": "matmat(32) per column",
     "matmat32_fixed": "matmat(32) per column at a fixed point",

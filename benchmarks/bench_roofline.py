@@ -12,7 +12,11 @@ U_l = 2 B s_(l-1) s_l, the FLOPs of one layer's matrix product,
   passes plus the tangent forward (1 U_1, 2 U_l) and tangent backward
   (1 U_1, 4 U_l) passes: 4 U_1 + 9 sum U_l;
 - a product at a fixed point (the primal passes kept): 2 U_1 + 6 sum U_l;
-- matmat(k) per column: a fixed-point product plus a gradient's passes / k.
+  so is a plain product where the Hessian keeps the passes between
+  products (`keep_passes`, the default): the section times it in a run at
+  one point;
+- matmat(k) per column from scratch: a fixed-point product plus a
+  gradient's passes / k.
 
 Elementwise work (tanh, softmax) is O(B s) and left out. These are the
 FLOPs of the computation, whatever route the package takes.
@@ -34,17 +38,25 @@ def layer_flops(case, samples):
     return [2.0 * samples * a * b for a, b in itertools.pairwise(widths)]
 
 
-def pass_flops(case, samples, columns=tf_metrics.BLOCK):
-    """Analytic FLOPs of the gradient, a product, a fixed-point product, a block column."""
+def pass_flops(case, samples, columns=tf_metrics.BLOCK, kept=True):
+    """Analytic FLOPs of the gradient, products and block columns.
+
+    `kept`: whether the plain ``matvec`` and ``matmat32`` keep the passes
+    of their point (versions with `keep_passes`), or compute from scratch.
+    """
     first, *rest = layer_flops(case, samples)
     gradient = 2 * first + 3 * sum(rest)
     fixed = 2 * first + 6 * sum(rest)
+    scratch = 4 * first + 9 * sum(rest)
+    column = fixed + gradient / columns
     return {
         "gradient": gradient,
-        "matvec": 4 * first + 9 * sum(rest),
+        "matvec": fixed if kept else scratch,
+        "matvec_scratch": scratch,
         "matvec_fixed": fixed,
-        "hand-written HVP": 4 * first + 9 * sum(rest),
-        "matmat32": fixed + gradient / columns,
+        "hand-written HVP": scratch,
+        "matmat32": fixed if kept else column,
+        "matmat32_scratch": column,
         "matmat32_fixed": fixed,
     }
 
@@ -99,7 +111,7 @@ def bench_roofline(name, settings, rec):
         return statistics.median(r[label]["seconds"] / r[baseline]["seconds"] for r in rounds)
 
     flops = {label: 2.0 * m * k * n for label, (m, k, n) in shapes.items()}
-    flops.update(pass_flops(case, case.samples))
+    flops.update(pass_flops(case, case.samples, kept=side.keeps_passes))
     rates = {label: flops[label] / seconds(label) / 1e9 for label in impls}
     best = max(shapes, key=lambda label: rates[label])
     for label in shapes:
@@ -147,6 +159,13 @@ def bench_roofline(name, settings, rec):
             "matmat(32) per column vs gradient",
         ),
         ("matvec", "gradient", None, "matvec vs gradient"),
+        ("matvec_scratch", "gradient", None, "matvec from scratch vs gradient"),
+        (
+            "matmat32_scratch",
+            "matvec_scratch",
+            None,
+            "matmat(32) per column from scratch vs a matvec from scratch",
+        ),
     ]
     for label, baseline, target, measure in targeted:
         if label in impls and baseline in impls:

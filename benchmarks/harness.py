@@ -74,9 +74,9 @@ class Settings:
         # A smoke run leaves out the blocks (their first call traces for seconds).
         self.gemm_size = 256 if quick else 4096
         self.roofline_cases = ["mlp_f32"] if quick else ["mlp_f32", "mlp_large"]
-        self.roofline_metrics = ("matvec", "matvec_fixed")
+        self.roofline_metrics = ("matvec", "matvec_scratch", "matvec_fixed")
         if not quick:
-            self.roofline_metrics += ("matmat32", "matmat32_fixed")
+            self.roofline_metrics += ("matmat32", "matmat32_scratch", "matmat32_fixed")
         self.jobs = {}
 
 

@@ -57,6 +57,13 @@ class TFSide:
         self.thl = thl
         self.H = thl.Hessian.from_keras(model, loss, x, y)
         self.A = thl.as_linop(self.H)
+        # Plain products keep the passes of their point (`keep_passes`, the
+        # default); products from scratch are timed on a Hessian of their own.
+        self.keeps_passes = hasattr(self.H, "keep_passes")
+        scratch = thl.Hessian.from_keras(model, loss, x, y) if self.keeps_passes else self.H
+        if self.keeps_passes:
+            scratch.keep_passes = False
+        self.A_scratch = thl.as_linop(scratch)
         self.n = self.H.n
         self.gradient = cases.gradient(model, loss, x, y)
         self.v, self.V, self.v0 = probe_vectors(self.n)
@@ -71,6 +78,10 @@ class TFSide:
         A, thl = self.A, self.thl
         if name == "matvec":
             return {"tfhess_linop": Impl(lambda: A.matvec(self.v))}
+        if name == "matvec_scratch":
+            return {"tfhess_linop": Impl(lambda: self.A_scratch.matvec(self.v))}
+        if name == "matmat32_scratch":
+            return {"tfhess_linop": Impl(lambda: self.A_scratch.matmat(self.V), columns=BLOCK)}
         if name == "matvec_fixed":
             if not self.has_fixed_point:
                 return {}

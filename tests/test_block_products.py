@@ -112,6 +112,7 @@ def hessian(name, batch_size, mode="auto"):
     """
     model, x, y, _ = problem(name)
     H = thl.Hessian.from_keras(model, "mse", x, y, batch_size=batch_size, mode=mode)
+    H.keep_passes = False  # the routes of products from scratch (kept passes: below)
     V = np.random.default_rng(1).standard_normal((H.n, 4))
     counter = _Counter()
     tf.get_logger().addHandler(counter)
@@ -159,6 +160,20 @@ def test_blocks_and_dense_match_single_products_and_reference(name, batch_size):
         assert function.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.parametrize(("name", "batch_size"), CASES)
+def test_kept_passes_match_the_reference(name, batch_size):
+    # Products outside a fixed point keep the passes of their point: the
+    # same values, from one start, for blocks, single products and dense().
+    model, x, y, reference = problem(name)
+    H = thl.Hessian.from_keras(model, "mse", x, y, batch_size=batch_size)
+    V = np.random.default_rng(1).standard_normal((H.n, 4))
+    assert_close(H.hvp(V), reference @ V, reference)
+    singles = np.column_stack([H.hvp(V[:, j]) for j in range(V.shape[1])])
+    assert_close(singles, reference @ V, reference)
+    assert_close(H.dense(block_size=5), reference, reference)
+    assert H._kept.active and H._kept.starts == 1
+
+
 @pytest.mark.parametrize("mode", ["reverse-over-reverse", "forward-over-reverse"])
 def test_every_mode_on_embeddings(mode):
     _, _, _, reference = problem("embedding")
@@ -188,6 +203,7 @@ def test_hutchpp_trace_equals_the_estimate_on_the_reference():
 
 def test_each_function_is_traced_once_with_a_looped_block():
     H, _, _, _ = hessian("lstm", None)
+    H.keep_passes = False  # the functions of products from scratch
     A = thl.as_linop(H)
     rng = np.random.default_rng(2)
     for _ in range(2):

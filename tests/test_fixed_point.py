@@ -1,8 +1,9 @@
 """Products at a fixed point (`Hessian.fixed_point`) against the plain products.
 
 The reference of every check is the same Hessian's product outside the
-block (itself checked against nested-tape dense Hessians in test_hessian and
-test_keras_objective) or a dense Hessian built here by nested tapes.
+block, computed from scratch (``keep_passes = False``; itself checked
+against nested-tape dense Hessians in test_hessian and
+test_keras_objective), or a dense Hessian built here by nested tapes.
 """
 
 import contextlib
@@ -14,6 +15,13 @@ import tensorflow as tf
 
 import tfhess_linop as thl
 from tfhess_linop import _fixed_point
+
+
+def _hessian(model, x, y, **options):
+    """The Hessian of `model` whose products outside a block are computed from scratch."""
+    H = thl.Hessian.from_keras(model, x=x, y=y, **options)
+    H.keep_passes = False
+    return H
 
 
 def _data(n_samples=24, features=6, seed=0):
@@ -92,7 +100,7 @@ CASES = [
 @pytest.mark.parametrize(("kind", "batch_size"), CASES)
 def test_fixed_point_products_equal_plain_products(kind, batch_size):
     model, x, y, options = _case(kind)
-    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=batch_size, **options)
+    H = _hessian(model, x, y, batch_size=batch_size, **options)
     V = np.random.default_rng(4).standard_normal((H.n, 3))
     plain, plain_one = H.hvp(V), H.hvp(V[:, 0])
     state = [v.numpy().copy() for v in model.variables]
@@ -127,7 +135,7 @@ def test_low_precision_models_get_the_same_products_in_their_own_dtype(dtype):
     )
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x.astype("float32"), y=y)
+    H = _hessian(model, x.astype("float32"), y)
     V = np.random.default_rng(7).standard_normal((H.n, 4))
     plain, plain_one = H.hvp(V), H.hvp(V[:, 1])
     with H.fixed_point() as point:
@@ -146,7 +154,7 @@ def test_results_are_the_callers_own_arrays():
     # neither may leak into what the caller holds.
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=7)
+    H = _hessian(model, x, y, batch_size=7)
     rng = np.random.default_rng(5)
     vectors = [rng.standard_normal(H.n) for _ in range(3)]
     block = rng.standard_normal((H.n, 4))
@@ -175,7 +183,7 @@ def test_assignments_and_optimizer_steps_invalidate_the_passes():
     x, y = _data()
     H = thl.Hessian.from_keras(model, x=x, y=y)
     # The reference: a second Hessian of the same model, products outside any block.
-    reference = thl.Hessian.from_keras(model, x=x, y=y).dense
+    reference = _hessian(model, x, y).dense
     eye = np.eye(H.n)
     optimizer = keras.optimizers.SGD(0.5)
     with H.fixed_point() as point:
@@ -204,7 +212,7 @@ def test_a_change_of_any_variable_the_loss_reads_is_seen():
     # at the new point, as a plain product is.
     model = _mlp(batch_norm=True)
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y)
+    H = _hessian(model, x, y)
     batch_norm = model.layers[1]
     v = np.random.default_rng(8).standard_normal(H.n)
     with H.fixed_point() as point:
@@ -219,7 +227,7 @@ def test_a_change_of_any_variable_the_loss_reads_is_seen():
 def test_over_the_memory_budget_the_plain_route_is_taken_and_reported():
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y)
+    H = _hessian(model, x, y)
     v = np.random.default_rng(5).standard_normal(H.n)
     with (
         pytest.warns(thl.PerformanceWarning, match="over the budget of 0 MiB"),
@@ -243,7 +251,7 @@ def test_a_product_that_cannot_be_cut_is_computed_as_outside(monkeypatch):
     monkeypatch.setattr(_split_product, "_lift", fail)
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y)
+    H = _hessian(model, x, y)
     V = np.random.default_rng(9).standard_normal((H.n, 2))
     with (
         pytest.warns(thl.PerformanceWarning, match="could not be cut.*copy cannot take"),
@@ -266,7 +274,7 @@ def test_forward_mode_and_xla_do_not_take_the_fixed_point():
 def test_package_algorithms_enter_the_fixed_point(monkeypatch):
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y)
+    H = _hessian(model, x, y)
     calls = []
     product = _fixed_point.FixedPoint.product
 
@@ -306,6 +314,7 @@ def test_the_primal_passes_run_once_per_point():
         return tf.reshape(factor, []) * w[0] ** 3 * w[1] ** 3
 
     H = thl.Hessian(loss, w)
+    H.keep_passes = False  # plain products run the forward pass each time
     eye = np.eye(2)
     H.hvp(eye[0])
     calls.clear()
@@ -328,7 +337,7 @@ def test_the_primal_passes_run_once_per_point():
 def test_later_blocks_reuse_the_split_product():
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=10)  # 3 batches
+    H = _hessian(model, x, y, batch_size=10)  # 3 batches
     traces = []
     trace = H._engine.fixed_point_pass
 
@@ -402,18 +411,20 @@ def test_staging_hands_tensorflow_an_aligned_copy_of_any_layout():
         np.testing.assert_array_equal(views[i], float(i))
 
 
-@pytest.mark.parametrize("fixed", [False, True])
-def test_products_are_written_into_out(fixed):
+@pytest.mark.parametrize("route", ["plain", "kept", "fixed"])
+def test_products_are_written_into_out(route):
     # Any layout of `out`, `out` the request itself, several local batches
     # (the kept passes add their parts into `out`): the values of a product
-    # outside the block, in the caller's array.
+    # from scratch, in the caller's array.
     model = _mlp()
     x, y = _data()
-    H = thl.Hessian.from_keras(model, x=x, y=y, batch_size=7)
+    H = _hessian(model, x, y, batch_size=7)
     rng = np.random.default_rng(8)
     block = rng.standard_normal((H.n, 3))
     reference, reference_one = H.hvp(block), H.hvp(block[:, 1])
     atol = 1e-13 * np.abs(reference).max()
+    H.keep_passes = route == "kept"
+    fixed = route == "fixed"
     with H.fixed_point() if fixed else contextlib.nullcontext() as point:
         for layout in ("C", "F"):
             out = np.full(block.shape, np.nan, order=layout)
@@ -432,13 +443,20 @@ def test_products_are_written_into_out(fixed):
         np.testing.assert_array_equal(wide[:, 1::2], 0.0)
     if fixed:
         assert point.active and point.starts == 1
+    if route == "kept":
+        assert H._kept.active and H._kept.starts == 1
 
 
 def test_out_is_checked_before_any_product(monkeypatch):
     model = _mlp()
     x, y = _data()
     H = thl.Hessian.from_keras(model, x=x, y=y)
-    monkeypatch.setattr(H, "_sum", lambda *a, **k: pytest.fail("a product was computed"))
+
+    def computed(*args, **kwargs):
+        pytest.fail("a product was computed")
+
+    monkeypatch.setattr(H, "_sum", computed)
+    monkeypatch.setattr(_fixed_point.FixedPoint, "product", computed)
     block = np.ones((H.n, 2))
     read_only = np.zeros((H.n, 2))
     read_only.flags.writeable = False

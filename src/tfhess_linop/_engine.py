@@ -262,12 +262,6 @@ class Engine:
             _, grads = self._gradient(*batch)
         watched = _read_variables(self.variables)
         snapshot = [_bits(tf.identity(v)) for v in watched]
-        # One vector (the common case) without the loop's overhead.
-        product = tf.cond(
-            tf.equal(tf.shape(rows)[0], 1),
-            lambda: self._second_pass(outer, grads, rows[0])[None, :],
-            lambda: self._second_passes(outer, grads, rows),
-        )
         # Read the variables for each product (the reads depend on `rows`),
         # not once with the passes.
         with tf.control_dependencies([rows]):
@@ -276,6 +270,17 @@ class Engine:
                 for v, s in zip(watched, snapshot, strict=True)
             ]
         stale = tf.reduce_any(tf.stack(moved)) if moved else tf.constant(False)
+        # A stale answer is thrown away: it is not computed.
+        product = tf.cond(
+            stale,
+            lambda: tf.zeros_like(rows),
+            lambda: tf.cond(
+                # One vector (the common case) without the loop's overhead.
+                tf.equal(tf.shape(rows)[0], 1),
+                lambda: self._second_pass(outer, grads, rows[0])[None, :],
+                lambda: self._second_passes(outer, grads, rows),
+            ),
+        )
         return product, stale
 
 

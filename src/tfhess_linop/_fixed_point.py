@@ -12,9 +12,12 @@ and answers each product with the second pass alone.
 The residuals are computed once per point. Each product also returns
 whether every variable the loss reads (parameters, BatchNorm statistics,
 frozen weights) still holds the value the primal passes read (compared bit
-for bit, in the graph); a stale answer is thrown away and the residuals are
-recomputed at the new point, so assignments and optimizer steps between
-products are always seen.
+for bit, in the graph, before the pass: a stale product is not computed);
+the residuals are then recomputed at the new point, so assignments and
+optimizer steps between products are always seen. The same check lets a
+`Hessian` keep the passes of its last point between plain products (see
+``Hessian.keep_passes``): a product at a new point costs one more graph
+call, not a wasted pass.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tensorflow as tf
 from ._engine import PerformanceWarning, _caller_level
 from ._staging import Staging, copy_cast
 
-__all__ = ["FixedPoint", "default_memory_budget"]
+__all__ = ["FixedPoint", "default_memory_budget", "kept_memory_budget"]
 
 
 def default_memory_budget():
@@ -38,6 +41,11 @@ def default_memory_budget():
     except (ValueError, OSError, AttributeError):
         total = 8 * 2**30
     return int(min(4 * 2**30, total // 8))
+
+
+def kept_memory_budget():
+    """Bytes the passes kept between plain products may hold: a quarter of the default."""
+    return default_memory_budget() // 4
 
 
 class FixedPoint:
@@ -53,6 +61,10 @@ class FixedPoint:
     memory_budget : int
         Most bytes the residuals of all batches may hold. Over it, the
         fixed point is not taken: `active` is False and `reason` says why.
+    quiet : bool, default: False
+        Whether a fixed point that is not taken says so by a
+        `PerformanceWarning` (not for the passes kept between plain
+        products, which then stay what they were).
 
     Attributes
     ----------
@@ -68,9 +80,10 @@ class FixedPoint:
         The residuals' estimated size (set by the first product).
     """
 
-    def __init__(self, split, batches, *, memory_budget):
+    def __init__(self, split, batches, *, memory_budget, quiet=False):
         self._split_of = split
-        self._batches = batches
+        self._quiet = bool(quiet)
+        self._batches_of = batches
         self._budget = int(memory_budget)
         self._residuals = None
         self.active = None
@@ -84,25 +97,31 @@ class FixedPoint:
 
         Written into `out` ((n, k) float64, may be `matrix`) when given.
         """
+        split = self._split_of()
+        # The second pass takes and gives the vectors as rows, in the
+        # variables' dtype (see Engine.fixed_point_pass). The request is a
+        # copy, made once: `out` may be `matrix`.
+        request = self._staging.tensor(matrix.T, split.dtype.as_numpy_dtype)
         for _ in range(3):
-            if self._residuals is None:
-                self._start()
             try:
-                result, stale = self._ask(matrix, out)
+                if self._residuals is None:
+                    result = self._start(split, request, out)
+                else:
+                    result = self._ask(split, request, out)
             except BaseException:
                 # A failed pass (or an interrupt) keeps nothing: the next
                 # product starts afresh.
                 self.close()
                 raise
-            if not stale:
+            if result is not None:
                 return result
             # A variable moved since the primal passes read it.
-            self.close()
+            self._residuals = None
         raise RuntimeError("the parameters changed during every one of three products.")
 
     def invalidate(self):
         """Drop the residuals; the next product recomputes them at the current point."""
-        self.close()
+        self._residuals = None
 
     def close(self):
         """Drop the residuals and the staging buffer."""
@@ -119,9 +138,9 @@ class FixedPoint:
                 f"the product could not be cut into its primal and second passes "
                 f"({split.failure}); each product recomputes the forward and backward passes."
             )
-            warnings.warn(self.reason, PerformanceWarning, stacklevel=_caller_level())
+            self._warn()
             return False
-        rows = [_rows(batch) for batch in self._batches]
+        rows = [_rows(batch) for batch in self._batches_of()]
         self.estimated_bytes = int(sum(split.fixed_bytes + split.row_bytes * r for r in rows))
         if self.estimated_bytes <= self._budget:
             return True
@@ -130,32 +149,50 @@ class FixedPoint:
             f"of intermediates, over the budget of {self._budget / 2**20:.0f} MiB; "
             "each product recomputes the forward and backward passes."
         )
-        warnings.warn(self.reason, PerformanceWarning, stacklevel=_caller_level())
+        self._warn()
         return False
 
-    def _start(self):
-        split = self._split_of()
-        self._residuals = [split.residuals(tuple(batch)) for batch in self._batches]
-        self.starts += 1
+    def _warn(self):
+        if not self._quiet:
+            warnings.warn(self.reason, PerformanceWarning, stacklevel=_caller_level())
 
-    def _ask(self, matrix, out):
-        split = self._split_of()
-        # The second pass takes and gives the vectors as rows, in the
-        # variables' dtype (see Engine.fixed_point_pass). The request is a
-        # copy: `out` may be `matrix`.
-        request = self._staging.tensor(matrix.T, split.dtype.as_numpy_dtype)
-        total, stale = None, False
+    def _start(self, split, request, out):
+        """The products with the primal passes, which are kept; None if stale."""
+        residuals, total = [], None
+        for batch in self._batches_of():
+            part, stale, kept = split.fresh(request, tuple(batch))
+            if stale:
+                return None  # a variable moved while the passes ran
+            residuals.append(kept)
+            total = _accumulate(total, part, out)
+        self._residuals = residuals
+        self.starts += 1
+        return total.T
+
+    def _ask(self, split, request, out):
+        """The rows' products from the kept residuals, or None if they are stale."""
+        total = None
         for residuals in self._residuals:
-            part, part_stale = split.second_pass(request, residuals)
-            stale = stale or part_stale
-            # The first part is copied (the reply's buffer belongs to TF) and
-            # cast to float64 in the same pass.
-            if total is None:
-                total = np.empty(part.shape) if out is None else out.T
-                copy_cast(total, part)
-            else:
-                np.add(total, part, out=total)
-        return total.T, stale
+            part, stale = split.second_pass(request, residuals)
+            if stale:
+                # Not computed (see Engine.fixed_point_pass); nothing is
+                # written into `out`, which may be the request's source.
+                return None
+            total = _accumulate(total, part, out)
+        return total.T
+
+
+def _accumulate(total, part, out):
+    """`total` + the rows `part` of one batch; the first part is copied into `out`'s rows.
+
+    The copy casts to float64 in the same pass (the reply's buffer belongs to TF).
+    """
+    if total is None:
+        total = np.empty(part.shape) if out is None else out.T
+        copy_cast(total, part)
+    else:
+        np.add(total, part, out=total)
+    return total
 
 
 def _rows(batch):

@@ -22,7 +22,8 @@ class ParameterVector:
     """Mixin of `Hessian`: the parameters as one flat vector.
 
     Expects ``self._engine`` (its ``variables``), ``self._layout``, ``self.n``,
-    ``self.comm`` and ``self._fixed`` (the current fixed point, or None).
+    ``self.comm``, ``self._fixed`` (the current fixed point, or None) and
+    ``self._kept`` (the one kept between plain products, or None).
     """
 
     def _check_same_parameters(self):
@@ -229,9 +230,11 @@ class ParameterVector:
 
             self._compiled_assign = assign = assign.get_concrete_function()
         changed = bool(assign(tf.constant(self._layout.flatten(pieces))))
-        if changed and self._fixed is not None:
-            # Stop the kept passes now rather than at the next product's check.
-            self._fixed.invalidate()
+        if changed:
+            # Drop the kept passes now rather than at the next product's check.
+            for point in (self._fixed, self._kept):
+                if point is not None:
+                    point.invalidate()
 
 
 def _checksum(pieces):

@@ -24,7 +24,7 @@ class HessianProducts:
     """Mixin of `Hessian`: what the operator computes.
 
     Expects ``self._engine`` (its compiled functions and ``variables``),
-    ``self._batches``, ``self._fixed``, ``self.n``, ``self.mode``,
+    ``self._batches``, ``self._fixed``, ``self._kept``, ``self.n``, ``self.mode``,
     ``self._jit_compile``, ``self.max_columns``, ``self.comm`` and the
     batch sums of `BatchSums` (``self._sum``).
     """
@@ -58,6 +58,11 @@ class HessianProducts:
     def hvp(self, v, *, out=None):
         """Hessian-vector product(s). Collective over `comm`.
 
+        The first product at a point computes the forward and backward passes
+        and keeps what the last pass reads; later products at the same point
+        are that pass alone (`keep_passes`, on by default), until any
+        variable the loss reads changes.
+
         Parameters
         ----------
         v : array_like, shape (n,) or (n, k)
@@ -80,13 +85,55 @@ class HessianProducts:
         """
         v = self._check_vectors(v, "v")
         _check_out(out, v.shape)
-        if self._fixed is not None:
+        point = self._fixed if self._fixed is not None else self._kept_point()
+        if point is not None:
             matrix = v if v.ndim == 2 else v[:, None]
             into = None if out is None else (out if out.ndim == 2 else out[:, None])
-            result = self._fixed_point_sum(matrix, into)
+            result = self._fixed_point_sum(point, matrix, into)
             if result is not None:
                 return _written(result if v.ndim == 2 else result[:, 0], out)
         return _written(self._plain_hvp(v), out)
+
+    @property
+    def keep_passes(self):
+        """Whether products outside `fixed_point` keep the primal passes of their point.
+
+        True by default: a product computes the forward and backward passes
+        of its point once and keeps what the last backward pass reads, and
+        the next products at the same point (a run of `hvp` or ``matvec``
+        calls, SciPy's own algorithms on `as_linop`) are the second pass
+        alone, as inside `fixed_point`. Each product checks in its graph that
+        no variable the loss reads has moved; after any change the passes
+        are recomputed (one extra graph call, no wasted pass). The kept
+        intermediates are bounded by a quarter of `fixed_point`'s default
+        budget (at most 1 GiB): over it, or where the product cannot be
+        cut, products are computed from scratch, without a warning. Set it
+        to False to drop them and always compute from scratch (under MPI, on
+        every rank alike: the route is chosen collectively).
+        """
+        return self._keep_passes
+
+    @keep_passes.setter
+    def keep_passes(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"`keep_passes` must be True or False; got {value!r}.")
+        self._keep_passes = bool(value)
+        if not value:
+            self._release_kept()
+
+    def _kept_point(self):
+        """The fixed point kept between plain products, or None (`keep_passes` off)."""
+        if not self._keep_passes:
+            return None
+        if self._kept is None:
+            budget = _fixed_point.kept_memory_budget()
+            self._kept = self._new_point(budget, quiet=True)
+        return self._kept
+
+    def _release_kept(self):
+        """Drop the passes kept between plain products (their route stays decided)."""
+        if self._kept is not None:
+            self._kept.close()
 
     def _plain_hvp(self, v):
         """``H @ v`` outside a fixed point (or where it is not taken)."""
@@ -119,11 +166,13 @@ class HessianProducts:
         Inside the block, `hvp` (and so the operator of `as_linop`) computes
         the forward and backward passes once per point and each product by
         one more backward pass alone: 1.1-1.3x a gradient per product on a
-        784-128-10 MLP (the pass itself 1.0-1.1x), against 1.5-1.7x
-        outside. The package's own algorithms (`eigsh`, `lobpcg`, the
+        784-128-10 MLP (the pass itself 1.0-1.1x), against 1.5-1.7x from
+        scratch. The package's own algorithms (`eigsh`, `lobpcg`, the
         solvers, the estimators, `NewtonCG`'s inner solves) enter it by
-        themselves; use it around SciPy's own functions. Collective over
-        `comm` like `hvp`.
+        themselves. Outside any block, products keep the passes of their
+        point too (`keep_passes`), within a smaller budget and without
+        warnings; a block is the way to choose the budget and to see the
+        route taken. Collective over `comm` like `hvp`.
 
         The results are those of `hvp` outside the block, to round-off.
         Every product checks, inside the graph, that every variable the loss
@@ -155,7 +204,8 @@ class HessianProducts:
         Not taken with ``mode="forward-over-reverse"`` or ``jit_compile=True``
         (the kept passes are reverse-mode, and run as plain graphs). Each
         local data batch keeps its own intermediates until the block ends
-        or the parameters move. Nested blocks share the outer one.
+        or the parameters move. Nested blocks share the outer one. Entering
+        a block drops the passes kept between plain products.
 
         Examples
         --------
@@ -177,18 +227,24 @@ class HessianProducts:
             return
         if memory_budget is None:
             memory_budget = _fixed_point.default_memory_budget()
-        point = _fixed_point.FixedPoint(
-            self._split_product, self._batches, memory_budget=memory_budget
-        )
-        if self.mode == "forward-over-reverse" or self._jit_compile:
-            point.active = False
-            point.reason = f"not taken with mode={self.mode!r}, jit_compile={self._jit_compile}"
+        point = self._new_point(memory_budget)
+        # The block's passes replace those kept between plain products.
+        self._release_kept()
         self._fixed = point
         try:
             yield point
         finally:
             self._fixed = None
             point.close()
+
+    def _new_point(self, memory_budget, quiet=False):
+        point = _fixed_point.FixedPoint(
+            self._split_product, lambda: self._batches, memory_budget=memory_budget, quiet=quiet
+        )
+        if self.mode == "forward-over-reverse" or self._jit_compile:
+            point.active = False
+            point.reason = f"not taken with mode={self.mode!r}, jit_compile={self._jit_compile}"
+        return point
 
     def _split_product(self):
         """The product cut into primal passes and second pass, made once.
@@ -200,13 +256,12 @@ class HessianProducts:
             self._split = SplitProduct(self._engine)
         return self._split
 
-    def _fixed_point_sum(self, matrix, out=None):
-        """``H @ matrix`` through the fixed point's kept passes, or None if not taken.
+    def _fixed_point_sum(self, point, matrix, out=None):
+        """``H @ matrix`` through the kept passes of `point`, or None if not taken.
 
         With `out` ((n, k) float64), this rank's products are written into it
         when it is the only rank (with several, the sum's own buffer is).
         """
-        point = self._fixed
         if point.active is None:
             # All ranks take the same route: the fixed point only if it fits
             # the budget on every rank (collective, once per block).

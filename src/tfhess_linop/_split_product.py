@@ -11,7 +11,9 @@ there into two functions:
 - ``residuals = primal(*batch)``: the forward and backward passes, once
   per point and batch;
 - ``hv, stale = second_pass(rows, *residuals)``: the second backward pass
-  alone, for each product.
+  alone, for each product;
+- ``hv, stale, *residuals = fresh(rows, *batch)``: the whole product, that
+  also returns its residuals (the first product at a point).
 
 TensorFlow keeps no intermediates between calls of one function, but a
 tensor a function returns can be handed to another. Measured on the
@@ -80,6 +82,12 @@ class SplitProduct:
         computed = [t for t in residuals if id(t) not in position]
         self._primal = wrapped.prune(batch, computed) if computed else None
         self._second = _lift(wrapped, [request, *residuals], dependent)
+        try:
+            # The whole product that also returns its residuals: at a new
+            # point, one call instead of the primal passes and the second.
+            self._fresh = wrapped.prune([request, *batch], [*wrapped.outputs, *computed])
+        except Exception:  # the two calls then
+            self._fresh = None
         self.fixed_bytes = _bytes(computed, 0)
         self.row_bytes = _bytes(computed, 1) - self.fixed_bytes
 
@@ -87,6 +95,21 @@ class SplitProduct:
         """What the second pass reads of one batch, by its primal passes."""
         computed = iter(_call(self._primal, list(batch)) if self._primal else ())
         return [next(computed) if i is None else batch[i] for i in self._sources]
+
+    def fresh(self, rows, batch):
+        """The rows ``H v``, whether a variable changed, and the residuals of one batch.
+
+        One call at a new point (the primal passes and the second pass of
+        `rows` together), or the two calls where the whole product could
+        not be pruned.
+        """
+        if self._fresh is None:
+            residuals = self.residuals(batch)
+            return (*self.second_pass(rows, residuals), residuals)
+        hv, stale, *computed = _call(self._fresh, [rows, *batch])
+        computed = iter(computed)
+        residuals = [next(computed) if i is None else batch[i] for i in self._sources]
+        return np.asarray(hv), bool(stale), residuals
 
     def second_pass(self, rows, residuals):
         """The rows ``H v`` for the rows v of `rows`, and whether a variable changed.

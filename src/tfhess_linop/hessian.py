@@ -165,7 +165,9 @@ class Hessian(KerasConstruction, HessianProducts, BatchSums, ParameterVector):
         self._layout = self._engine.layout
         self._mutable_state = {}
         self._concrete_functions = {}
-        self._fixed = None
+        self._fixed = None  # the fixed point of a `with H.fixed_point()` block
+        self._kept = None  # the one kept between plain products (`keep_passes`)
+        self._keep_passes = True
         self._split = None  # the product's two halves, made at the first fixed point
         self._staging = Staging()
         self.max_columns = _MAX_COLUMNS

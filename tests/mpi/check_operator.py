@@ -19,6 +19,7 @@ import tensorflow as tf
 from mpi4py import MPI
 
 import tfhess_linop as thl
+from tfhess_linop import _fixed_point
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -105,6 +106,30 @@ with parallel.fixed_point(memory_budget=1 if rank == 0 else 2**40) as point:
         close("fixed point over budget on one rank", parallel.hvp(probe), serial.hvp(probe))
     identical_on_all_ranks("fixed point over budget: active", point.active)
     assert point.active is False
+
+# Products outside a block keep the passes of their point (`keep_passes`):
+# the products from scratch, an assignment on every rank seen, and a kept
+# budget that only rank 0 cannot meet taken by no rank.
+scratch = thl.Hessian.from_keras(model, "mse", x, y, batch_size=3, comm=comm)
+scratch.keep_passes = False
+kept = thl.Hessian.from_keras(model, "mse", x, y, batch_size=3, comm=comm)
+close("kept passes: hvp", kept.hvp(probe[:, 0]), scratch.hvp(probe[:, 0]))
+close("kept passes: matmat", kept.hvp(probe), scratch.hvp(probe))
+identical_on_all_ranks("kept passes: matmat", kept.hvp(probe))
+bias = model.layers[-1].bias
+start = bias.numpy().copy()
+bias.assign(start + 0.25)
+close("kept passes: after an assignment", kept.hvp(probe), scratch.hvp(probe))
+identical_on_all_ranks("kept passes: after an assignment", kept.hvp(probe))
+bias.assign(start)
+assert kept._kept.active and kept._kept.starts == 2, (kept._kept.active, kept._kept.starts)
+budget = _fixed_point.kept_memory_budget
+_fixed_point.kept_memory_budget = lambda: 1 if rank == 0 else 2**40
+over = thl.Hessian.from_keras(model, "mse", x, y, batch_size=3, comm=comm)
+close("kept passes over budget on one rank", over.hvp(probe), scratch.hvp(probe))
+identical_on_all_ranks("kept passes over budget: active", over._kept.active)
+assert over._kept.active is False
+_fixed_point.kept_memory_budget = budget
 
 # A plain loss returning this rank's contribution: the operator sums them.
 w = tf.Variable(np.linspace(-1.0, 1.0, 6))
