@@ -127,6 +127,45 @@ def test_a_product_at_a_new_point_is_one_call(monkeypatch):
     assert calls == ["second_pass", "fresh"]
 
 
+def test_points_that_move_before_every_product_skip_the_stale_check(monkeypatch):
+    # One product per point (a training loop): after two points in a row
+    # that answered a single product, products start afresh without the
+    # stale check, which one product in four still makes; a point that
+    # lasts again brings the check back.
+    calls = []
+    for name in ("fresh", "second_pass"):
+        method = getattr(SplitProduct, name)
+
+        def counted(self, *args, _name=name, _method=method):
+            calls.append(_name[0])  # "f" or "s"
+            return _method(self, *args)
+
+        monkeypatch.setattr(SplitProduct, name, counted)
+    w = tf.Variable([1.0, 1.0], dtype=tf.float64)
+    H = thl.Hessian(lambda w: 2 * w[0] ** 3 * w[1] ** 3, w)
+    e = np.array([1.0, 0.0])
+
+    def check():  # H e of 2 a^3 b^3 is (12 a b^3, 18 a^2 b^2)
+        a, b = w.numpy()
+        np.testing.assert_allclose(H.hvp(e), [12 * a * b**3, 18 * a**2 * b**2], rtol=1e-14)
+
+    steps = []
+    for step in range(7):
+        w.assign([1.0 + 0.1 * step, 1.0])
+        calls.clear()
+        check()
+        steps.append("".join(calls))
+    # The first product at a point is one fresh call; "sf": stale, then fresh.
+    assert steps == ["f", "sf", "sf", "f", "f", "f", "sf"]
+    # The point now lasts: up to three more products start afresh, then the
+    # check finds the passes current and products are the second pass alone.
+    calls.clear()
+    for _ in range(6):
+        check()
+    assert "".join(calls) == "fffsss"
+    assert H._kept.starts == 10
+
+
 def test_the_primal_passes_run_once_per_point_unless_turned_off():
     calls = []
     w = tf.Variable([1.0, 1.0], dtype=tf.float64)

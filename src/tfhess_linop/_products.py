@@ -107,8 +107,10 @@ class HessianProducts:
         are recomputed. A change made by `set_parameters` is known at once;
         any other (an optimizer step, an ``assign``) is found by one extra
         graph call that computes nothing (0.4 ms, about 0.15 gradient on a
-        784-128-10 MLP), which a loop that moves the parameters before every
-        single product saves with ``keep_passes = False``. The kept
+        784-128-10 MLP). Where the parameters move before every single
+        product (a training loop with one product per step), that call is
+        skipped after two such points in a row, and made for one product in
+        four, to see when points last again. The kept
         intermediates are bounded by a quarter of `fixed_point`'s default
         budget (at most 1 GiB): over it, or where the product cannot be
         cut, products are computed from scratch, without a warning. Set it
