@@ -242,13 +242,18 @@ def test_over_the_memory_budget_the_plain_route_is_taken_and_reported():
     assert point.active and 100 < point.estimated_bytes < _fixed_point.default_memory_budget()
 
 
-def test_a_product_that_cannot_be_cut_is_computed_as_outside(monkeypatch):
+def _make_products_uncuttable(monkeypatch):
+    """Make every product fail to be cut into its primal and second passes."""
     from tfhess_linop import _split_product
 
     def fail(*args):
         raise ValueError("an operation the copy cannot take")
 
     monkeypatch.setattr(_split_product, "_lift", fail)
+
+
+def test_a_product_that_cannot_be_cut_is_computed_as_outside(monkeypatch):
+    _make_products_uncuttable(monkeypatch)
     model = _mlp()
     x, y = _data()
     H = _hessian(model, x, y)

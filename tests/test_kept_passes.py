@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfhess_linop as thl
-from test_fixed_point import CASES, _case, _data, _hessian, _mlp
+from test_fixed_point import CASES, _case, _data, _hessian, _make_products_uncuttable, _mlp
 from tfhess_linop import _fixed_point
 from tfhess_linop._split_product import SplitProduct
 
@@ -209,12 +209,7 @@ def test_over_the_kept_budget_products_are_from_scratch_without_a_warning(monkey
 
 
 def test_a_product_that_cannot_be_cut_is_from_scratch_without_a_warning(monkeypatch):
-    from tfhess_linop import _split_product
-
-    def fail(*args):
-        raise ValueError("an operation the copy cannot take")
-
-    monkeypatch.setattr(_split_product, "_lift", fail)
+    _make_products_uncuttable(monkeypatch)
     model = _mlp()
     x, y = _data()
     H = thl.Hessian.from_keras(model, x=x, y=y)
