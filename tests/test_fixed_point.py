@@ -490,3 +490,49 @@ def test_copy_cast_copies_every_layout_in_slabs():
             single = np.empty(rows.shape, np.float32, order=order)
             copy_cast(single, source)
             np.testing.assert_array_equal(single, rows.astype(np.float32))
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 17])
+def test_copy_cast_finds_every_non_finite_entry(monkeypatch, chunk):
+    # The check runs on each piece of the copy: in slabs (transposing), in
+    # chunks of one order (a small chunk makes many), or in one piece.
+    from tfhess_linop import _staging
+
+    monkeypatch.setattr(_staging, "_CHUNK", chunk)
+    rng = np.random.default_rng(10)
+    rows = rng.standard_normal((5, 1300))
+    for source in (rows, np.asfortranarray(rows), rows[:, 0], rows[:, ::3]):
+        for dtype in (np.float64, np.float32):
+            destination = np.empty(source.shape[::-1], dtype).T
+            assert _staging.copy_cast(destination, source, check=True)
+            np.testing.assert_array_equal(destination, source.astype(dtype))
+            for position in (0, source.size // 2, source.size - 1):
+                for bad in (np.nan, np.inf, -np.inf):
+                    broken = source.copy(order="K")
+                    flat = broken.ravel(order="K")
+                    assert np.shares_memory(flat, broken)
+                    flat[position] = bad
+                    assert not _staging.copy_cast(destination, broken, check=True)
+                    # Without the check the copy says nothing.
+                    assert _staging.copy_cast(destination, broken)
+    # Finite entries whose sum (or float32 cast) overflows are finite.
+    huge = np.full(300, 1e306)
+    assert _staging.copy_cast(np.empty(300), huge, check=True)
+    with pytest.warns(RuntimeWarning, match="overflow encountered in cast"):
+        # NumPy's own warning for a cast that overflows, as without the check.
+        assert _staging.copy_cast(np.empty(300, np.float32), huge, check=True)
+
+
+def test_a_non_finite_request_keeps_the_passes():
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    v = np.random.default_rng(11).standard_normal(H.n)
+    first = H.hvp(v)
+    for bad in (np.nan, np.inf):
+        broken = v.copy()
+        broken[-1] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            H.hvp(broken)
+    np.testing.assert_array_equal(H.hvp(v), first)
+    assert H._kept.active and H._kept.starts == 1

@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 
 from . import _mpi
-from ._linalg import all_finite
 
 __all__ = ["BatchSums"]
 
@@ -69,9 +68,8 @@ class BatchSums:
         def compute():
             args = ()
             if vector is not None:
-                if not all_finite(vector):
-                    raise ValueError("`v` has non-finite entries (NaN or inf).")
-                args = (self._staging.tensor(vector.T if rows else vector, dtype),)
+                # Raises on a NaN or inf in `vector`, found in the copy.
+                args = (self._staging.tensor(vector.T if rows else vector, dtype, finite=True),)
             with self._preserved_state(function):
                 if rows:
                     return self._local_sum(function, args, shape[::-1]).T

@@ -109,13 +109,15 @@ class FixedPoint:
     def product(self, matrix, out=None):
         """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True.
 
-        Written into `out` ((n, k) float64, may be `matrix`) when given.
+        Written into `out` ((n, k) float64, may be `matrix`) when given. A
+        NaN or inf in `matrix` raises `ValueError` before any product (the
+        residuals stay).
         """
         split = self._split_of()
         # The second pass takes and gives the vectors as rows, in the
         # variables' dtype (see Engine.fixed_point_pass). The request is a
         # copy, made once: `out` may be `matrix`.
-        request = self._staging.tensor(matrix.T, split.dtype.as_numpy_dtype)
+        request = self._staging.tensor(matrix.T, split.dtype.as_numpy_dtype, finite=True)
         for _ in range(3):
             try:
                 if self._residuals is not None and self._asks():

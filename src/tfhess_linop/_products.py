@@ -14,7 +14,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _fixed_point, _mpi
-from ._linalg import all_finite
 from ._split_product import SplitProduct
 
 __all__ = ["HessianProducts"]
@@ -282,8 +281,7 @@ class HessianProducts:
         alone = self.comm is None or self.comm.Get_size() == 1
 
         def compute():
-            if not all_finite(matrix):
-                raise ValueError("`v` has non-finite entries (NaN or inf).")
+            # Raises on a NaN or inf in `matrix` before any product.
             return point.product(matrix, out=out if alone else None)
 
         return _mpi.collective_sum(compute, matrix.shape, self.comm)
