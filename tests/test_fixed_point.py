@@ -536,3 +536,61 @@ def test_a_non_finite_request_keeps_the_passes():
             H.hvp(broken)
     np.testing.assert_array_equal(H.hvp(v), first)
     assert H._kept.active and H._kept.starts == 1
+
+
+def test_recycled_results_are_reused_only_once_nothing_refers_to_them(monkeypatch):
+    import weakref
+
+    from tfhess_linop import _staging
+
+    recycled = _staging.Recycled()
+    small = recycled.empty((5, 3))
+    assert recycled.empty((5, 3)) is not small  # under the size: always fresh
+    monkeypatch.setattr(_staging, "_RECYCLE_BYTES", 0)
+    first = recycled.empty((5, 3))
+    assert recycled.empty((5, 3)) is not first  # still held by the caller
+    view = recycled.empty((5, 3))[:, 1]
+    assert recycled.empty((5, 3)) is not view.base  # a view keeps it
+    del view
+    held = weakref.ref(recycled.empty((5, 3)))  # dropped at once
+    assert recycled.empty((5, 3)) is held()
+    assert recycled.empty((4, 3)) is not held()  # another shape
+    recycled.release()
+    assert held() is None
+
+
+def test_block_products_reuse_a_result_the_caller_dropped(monkeypatch):
+    import weakref
+
+    from tfhess_linop import _staging
+
+    monkeypatch.setattr(_staging, "_RECYCLE_BYTES", 0)
+    model = _mlp()
+    x, y = _data()
+    H = thl.Hessian.from_keras(model, x=x, y=y)
+    reference = _hessian(model, x, y)
+    rng = np.random.default_rng(12)
+    V, W = rng.standard_normal((H.n, 4)), rng.standard_normal((H.n, 4))
+    expected_V, expected_W = reference.hvp(V), reference.hvp(W)
+    atol = 1e-13 * np.abs(expected_V).max()
+    kept = H.hvp(V)
+    other = H.hvp(W)  # `kept` is still held: not written into
+    assert not np.shares_memory(kept, other)
+    np.testing.assert_allclose(kept, expected_V, rtol=0, atol=atol)
+    np.testing.assert_allclose(other, expected_W, rtol=0, atol=atol)
+    column = other[:, 2]
+    del other
+    again = H.hvp(V)  # a view of `other` is held
+    assert not np.shares_memory(again, column)
+    np.testing.assert_allclose(column, expected_W[:, 2], rtol=0, atol=atol)
+    base = weakref.ref(again.base)
+    del again
+    reused = H.hvp(W)
+    assert reused.base is base()
+    np.testing.assert_allclose(reused, expected_W, rtol=0, atol=atol)
+    with H.fixed_point():
+        # The block's own passes, and its own results.
+        assert not np.shares_memory(H.hvp(W), reused)
+    assert base() is not None  # the caller's
+    del reused
+    assert base() is None  # the kept passes were released with the block

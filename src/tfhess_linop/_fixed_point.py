@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from ._engine import PerformanceWarning, _caller_level
-from ._staging import Staging, copy_cast
+from ._staging import Recycled, Staging, copy_cast
 
 __all__ = ["FixedPoint", "default_memory_budget", "kept_memory_budget"]
 
@@ -105,6 +105,7 @@ class FixedPoint:
         self.starts = 0
         self.estimated_bytes = None
         self._staging = Staging()
+        self._results = Recycled()
 
     def product(self, matrix, out=None):
         """This rank's ``H @ matrix`` (float64, (n, k)); `active` must be True.
@@ -143,6 +144,7 @@ class FixedPoint:
         """Drop the residuals and the staging buffer."""
         self._residuals = None
         self._staging.release()
+        self._results.release()
 
     # ----------------------------------------------------------------- inside
 
@@ -193,7 +195,7 @@ class FixedPoint:
             if stale:
                 return None  # a variable moved while the passes ran
             residuals.append(kept)
-            total = _accumulate(total, part, out)
+            total = self._accumulate(total, part, out)
         self._residuals = residuals
         self._served = 1
         self.starts += 1
@@ -208,24 +210,25 @@ class FixedPoint:
                 # Not computed (see Engine.fixed_point_pass); nothing is
                 # written into `out`, which may be the request's source.
                 return None
-            total = _accumulate(total, part, out)
+            total = self._accumulate(total, part, out)
         # The point lasted: products ask again.
         self._served += 1
         self._lone_points = 0
         return total.T
 
+    def _accumulate(self, total, part, out):
+        """`total` + the rows `part` of one batch; the first part is copied into `out`'s rows.
 
-def _accumulate(total, part, out):
-    """`total` + the rows `part` of one batch; the first part is copied into `out`'s rows.
-
-    The copy casts to float64 in the same pass (the reply's buffer belongs to TF).
-    """
-    if total is None:
-        total = np.empty(part.shape) if out is None else out.T
-        copy_cast(total, part)
-    else:
-        np.add(total, part, out=total)
-    return total
+        The copy casts to float64 in the same pass (the reply's buffer
+        belongs to TF). Without `out`, the rows go into a recycled array
+        (see `Recycled`).
+        """
+        if total is None:
+            total = self._results.empty(part.shape) if out is None else out.T
+            copy_cast(total, part)
+        else:
+            np.add(total, part, out=total)
+        return total
 
 
 def _rows(batch):

@@ -76,6 +76,10 @@ class HessianProducts:
             (1.07M, 33) float64 block of a 1.07M-parameter MLP on a 2-core
             CPU, 0.5 s in a virtual machine that returns freed memory to its
             host), an array that is written again and again does not.
+            Without `out`, products through kept passes (`keep_passes`,
+            `fixed_point`) write a result of 32 MiB or more into the last
+            such result once the caller has dropped it and every view of
+            it: at most one is held, until the passes are released.
 
         Returns
         -------

@@ -14,12 +14,13 @@ here.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Staging", "copy_cast"]
+__all__ = ["Recycled", "Staging", "copy_cast"]
 
 # Bytes: TensorFlow's CPU kernels require tensor buffers aligned to this.
 _ALIGNMENT = 64
@@ -29,6 +30,10 @@ _DLPACK_FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64)
 _SLAB = 512
 # Entries per piece of a copy in one order: 1 MiB of float64, within L2.
 _CHUNK = 1 << 17
+# Results from this size on are recycled (`Recycled`): glibc's malloc maps
+# every allocation over 32 MiB afresh (its largest mmap threshold) and
+# returns it to the system when freed.
+_RECYCLE_BYTES = 32 * 2**20
 
 
 class Staging:
@@ -85,6 +90,40 @@ class Staging:
     def release(self):
         """Drop this thread's buffer (freed once TensorFlow holds no view of it)."""
         self._local.raw = self._local.lent = None
+
+
+class Recycled:
+    """Float64 result arrays, a large one reused once nothing else refers to it.
+
+    A fresh result of 32 MiB or more is new memory from the system: the
+    (1.07M, 32) float64 block of a 1.07M-parameter MLP (274 MB) cost 40 to
+    420 ms of page faults and zeroing per product (a 32-column block took
+    0.85 s), on a virtual machine that returns freed memory to its host.
+    The last large array handed out is held here; when the caller has
+    dropped it (and every view of it: CPython's reference count is then
+    this holder's alone), the next result of its shape is written into it.
+    At most one array is held, until `release`.
+    """
+
+    def __init__(self):
+        self._held = None
+
+    def empty(self, shape):
+        """A float64 C-ordered array of `shape` that nothing else refers to."""
+        if int(np.prod(shape, dtype=np.int64)) * 8 < _RECYCLE_BYTES:
+            return np.empty(shape)
+        # Two references when nothing else holds it: the attribute and
+        # getrefcount's own argument.
+        if self._held is not None and self._held.shape == shape:
+            if sys.getrefcount(self._held) == 2:
+                return self._held
+        self._held = None  # the caller's now: freed when they drop it
+        self._held = np.empty(shape)
+        return self._held
+
+    def release(self):
+        """Drop the array held (freed once the caller holds no reference)."""
+        self._held = None
 
 
 def copy_cast(destination, source, *, check=False):
