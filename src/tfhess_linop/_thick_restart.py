@@ -187,7 +187,7 @@ def _step(A, basis, j, arrow):
     V, T, w = basis.V, basis.T, basis.work
     # In place on one work vector with BLAS-1/2 calls: numpy's temporaries
     # of n elements would each be a fresh allocation and its page faults.
-    np.copyto(w, np.asarray(A.matvec(V[j]), dtype=np.float64).reshape(-1))
+    _product_into(A, V[j], w)
     norm = float(np.linalg.norm(w))
     if not np.isfinite(norm):
         raise ValueError(f"`A` returned a non-finite product (NaN or inf) at step {j + 1}.")
@@ -207,6 +207,15 @@ def _step(A, basis, j, arrow):
         np.divide(w, beta, out=V[j + 1])
     T[j, j + 1] = T[j + 1, j] = beta
     return beta
+
+
+def _product_into(A, v, w):
+    """``w[:] = A @ v``; a `HessianOperator` writes its product into `w` itself."""
+    into = getattr(A, "_matmat_into", None)
+    if into is not None:
+        into(v[:, None], w[:, None])
+    else:
+        np.copyto(w, np.asarray(A.matvec(v), dtype=np.float64).reshape(-1))
 
 
 def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvectors):
