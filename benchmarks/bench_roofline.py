@@ -31,6 +31,7 @@ import statistics
 import cases
 import numpy as np
 import tf_metrics
+import timing
 
 
 def layer_flops(case, samples):
@@ -182,6 +183,8 @@ def bench_roofline(name, settings, rec):
             )
     if "matvec_fixed" not in impls:
         rec.skip(sec, f"{name}:fixed point", "Hessian.fixed_point is not in this version")
+    else:
+        _interleaved_fixed_point(rec, sec, name, side, settings)
     rec.detail(
         sec,
         name,
@@ -193,4 +196,31 @@ def bench_roofline(name, settings, rec):
             "numbers": numbers,
             "rounds": rounds,
         },
+    )
+
+
+def _interleaved_fixed_point(rec, sec, name, side, settings):
+    """The fixed-point matvec ÷ the gradient, their calls interleaved one by one.
+
+    The rounds above time back-to-back calls of one function, where the
+    gradient finds its few arrays in the caches after its own last call;
+    here each call follows another function's, as a product follows NumPy
+    work in an algorithm. For information: the target is on the rows above.
+    """
+    matvec = side.metric("matvec_fixed")["tfhess_linop"].call
+    with side.fixed_point():
+        times = timing.interleaved_calls(
+            {"gradient": side.gradient, "matvec_fixed": matvec},
+            rounds=max(40, 25 * settings.repeats),
+        )
+    rec.row(
+        sec,
+        name,
+        "matvec at a fixed point, calls interleaved one by one",
+        times["matvec_fixed"]["median"],
+        "s",
+        baseline="gradient",
+        baseline_value=times["gradient"]["median"],
+        ratio=times["matvec_fixed"]["ratio"],
+        note="median of per-round ratios; each call after another function's",
     )

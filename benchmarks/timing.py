@@ -70,6 +70,43 @@ def paired_ratio(times, measure, baseline, scale=1.0):
     return statistics.median(a / (scale * b) for a, b in pairs)
 
 
+def interleaved_calls(functions, *, rounds, warmup=3, seed=0):
+    """Median over rounds of each function's single-call time ÷ the first's.
+
+    Every round calls each function once, in a shuffled order, each call
+    timed alone: no function runs twice in a row, so none finds the caches
+    warm from its own previous call (as in an algorithm, where NumPy work
+    comes between products). `compare` times back-to-back calls instead.
+
+    Returns
+    -------
+    dict
+        name -> {"median": seconds per call, "ratio": median of the
+        per-round ratios to the first function}
+    """
+    names = list(functions)
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    samples = {name: [] for name in names}
+    shuffler = random.Random(seed)
+    order = list(names)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            functions[name]()
+            samples[name].append(time.perf_counter() - start)
+    first = samples[names[0]]
+    return {
+        name: {
+            "median": statistics.median(times),
+            "ratio": statistics.median(a / b for a, b in zip(times, first, strict=True)),
+        }
+        for name, times in samples.items()
+    }
+
+
 def timed(function):
     """(result, seconds) of one call."""
     start = time.perf_counter()
@@ -228,8 +265,14 @@ def sample(function, number, context=None):
 
 
 def calibrate(function, *, warmup, sample_time, context=None):
-    """Calls per sample so that a sample lasts about `sample_time` (after warm-up)."""
-    elapsed = 0.0
+    """Calls per sample so that a sample lasts about `sample_time`, timed after warm-up.
+
+    The call that sets the number is one more after the `warmup` calls: a
+    warm-up call may still trace or build (the first products of a
+    `Hessian` trace the product and then its second pass), and a sample
+    of one call would make that metric's samples one cold call each.
+    """
     for _ in range(max(warmup, 1)):
-        elapsed = sample(function, 1, context)
+        sample(function, 1, context)
+    elapsed = sample(function, 1, context)
     return max(1, math.ceil(sample_time / max(elapsed, 1e-6)))
