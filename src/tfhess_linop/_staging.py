@@ -193,7 +193,7 @@ def _transposing(destination, source):
 
 
 def _common_order(first, second):
-    """ "C" or "F" where both arrays are contiguous in that order, else None."""
+    """The order ("C" or "F") in which both arrays are contiguous, else None."""
     for order, flag in (("C", "c_contiguous"), ("F", "f_contiguous")):
         if getattr(first.flags, flag) and getattr(second.flags, flag):
             return order
