@@ -173,7 +173,7 @@ def _pieces(destination, source):
             yield destination[:, slab], source[:, slab]
         return
     order = _common_order(destination, source)
-    if order is None or destination.size <= _CHUNK:
+    if order is None:
         yield destination, source
         return
     flat_destination = destination.reshape(-1, order=order)
