@@ -141,7 +141,7 @@ class FixedPoint:
         self._end_point()
 
     def close(self):
-        """Drop the residuals and the staging buffer."""
+        """Drop the residuals, the staging buffer and the recycled result."""
         self._residuals = None
         self._staging.release()
         self._results.release()
