@@ -215,3 +215,118 @@ def test_keras_hessian_against_its_dense_hessian():
         assert np.allclose(w, expected(values, which, k), rtol=0, atol=1e-9 * abs(values).max())
         assert np.linalg.norm(reference @ V - V * w, axis=0).max() <= 1e-8 * abs(values).max()
         assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-12
+
+
+# Partial reorthogonalisation (tol > 0): the basis of the last cycle is
+# measured against the estimates that let the solver skip its passes.
+
+
+@pytest.fixture
+def last_basis(monkeypatch):
+    """The solver's basis when it returns, as ``{"basis": _Basis, "rows": m}``."""
+    from tfhess_linop import _thick_restart
+
+    seen = {}
+    result = _thick_restart._result
+
+    def recording(basis, m, *args):
+        seen.update(basis=basis, rows=m)
+        return result(basis, m, *args)
+
+    monkeypatch.setattr(_thick_restart, "_result", recording)
+    return seen
+
+
+def basis_inner_products(seen):
+    """|V Vᵀ - I| of the last basis (its rows and the residual vector), measured."""
+    V = seen["basis"].V[: seen["rows"] + 1]
+    return np.abs(V @ V.T - np.eye(V.shape[0]))
+
+
+class Float32Products(CountingOperator):
+    """A dense matrix applied in float32, as a Hessian of a float32 model: its
+    products are symmetric only to about 1e-7 of its norm."""
+
+    def __init__(self, matrix):
+        super().__init__(matrix)
+        self.matrix32 = self.matrix.astype(np.float32)
+
+    def _matmat(self, X):
+        self.widths.append(X.shape[1])
+        return (self.matrix32 @ X.astype(np.float32)).astype(np.float64)
+
+
+def test_tol_zero_orthogonalises_every_step(last_basis):
+    values = hessian_like(20_000, 3)
+    A = CountingOperator(values)
+    thl.eigsh(A, k=3, which="LA", v0=np.ones(20_000))
+    assert last_basis["basis"].overlaps.passes == A.n_products
+
+
+@pytest.mark.parametrize(
+    ("name", "which", "k", "tol"),
+    [
+        ("hessian_like", "LA", 1, 1e-6),
+        ("hessian_like", "LA", 6, 1e-9),
+        ("heavy_tailed", "LM", 3, 1e-6),
+        ("heavy_tailed", "SA", 3, 1e-4),
+        ("hessian_like", "SA", 1, 1e-6),
+    ],
+)
+def test_partial_reorthogonalisation_keeps_the_basis_semi_orthogonal(
+    last_basis, name, which, k, tol
+):
+    n = 20_000
+    values = {"hessian_like": hessian_like, "heavy_tailed": heavy_tailed}[name](n, 5)
+    A = CountingOperator(values)
+    v0 = np.random.default_rng(0).standard_normal(n)
+    w, X = thl.eigsh(A, k=k, which=which, tol=tol, v0=v0, maxiter=1000)
+    overlaps = last_basis["basis"].overlaps
+    # Measured when this test was written: 2 of 10, 14 of 20 (one basis,
+    # none restarted), 8 of 22, 30 of 166 and 20 of 192 products.
+    assert overlaps.passes < (0.8 if k == 6 else 0.4) * A.n_products
+    # The estimates bound what was measured, and stay below semi-orthogonality.
+    actual = basis_inner_products(last_basis)
+    np.fill_diagonal(actual, 0.0)
+    rows = actual.shape[0]
+    estimates = np.abs(overlaps.omega[:rows, :rows])
+    above_rounding = actual > 100 * overlaps.rounding
+    assert np.all(actual[above_rounding] <= 2 * estimates[above_rounding])
+    assert actual.max() <= 2 * np.sqrt(overlaps.noise / overlaps.ncv)
+    # The answer is that of full reorthogonalisation: residuals within tol.
+    assert np.allclose(w, expected(np.sort(values), which, k), rtol=max(tol, 1e-12), atol=0)
+    residuals = np.linalg.norm(values[:, None] * X - X * w, axis=0)
+    assert np.all(residuals <= tol * np.abs(w))
+    assert np.abs(X.T @ X - np.eye(k)).max() <= 1e-12
+
+
+def test_float32_products_raise_the_noise_level(last_basis):
+    # Every step of a float32 operator puts inner products of ~1e-9 into the
+    # new vector: the first measured pass raises the model's noise to that.
+    n = 2000
+    values = hessian_like(n, 1)
+    A = Float32Products(dense_with_spectrum(values, seed=2))
+    v0 = np.random.default_rng(0).standard_normal(n)
+    w, X = thl.eigsh(A, k=3, which="LA", tol=1e-6, v0=v0)
+    overlaps = last_basis["basis"].overlaps
+    assert overlaps.noise > 1e3 * overlaps.rounding
+    assert overlaps.passes < A.n_products
+    assert basis_inner_products(last_basis).max() <= 2 * np.sqrt(overlaps.noise / overlaps.ncv)
+    # The same eigenpairs as ARPACK on the same products, residuals within tol.
+    reference = spla.eigsh(Float32Products(A.matrix), k=3, which="LA", tol=1e-6, v0=v0)[0]
+    assert np.allclose(w, reference, rtol=1e-6, atol=0)
+    assert np.allclose(w, np.sort(values)[-3:], rtol=1e-6, atol=0)
+    residuals = np.linalg.norm(A.matrix @ X - X * w, axis=0)
+    assert np.all(residuals <= 1e-6 * np.abs(w))
+    assert np.abs(X.T @ X - np.eye(3)).max() <= 1e-12
+
+
+def test_a_cluster_of_eigenvectors_is_returned_orthonormal():
+    # Ritz vectors of a semi-orthogonal basis are orthonormalised (Löwdin's),
+    # which moves a residual by at most the size of the residuals.
+    values = np.sort(np.r_[10.0, 10.0 - 1e-7, 10.0 - 2e-7, np.linspace(0.0, 5.0, 1997)])
+    A = dense_with_spectrum(values, seed=4)
+    w, X = thl.eigsh(A, k=3, which="LA", tol=1e-8)
+    assert np.abs(X.T @ X - np.eye(3)).max() <= 1e-13
+    assert np.linalg.norm(A @ X - X * w, axis=0).max() <= 1e-8 * 10.0
+    assert np.allclose(w, values[-3:], rtol=1e-12, atol=0)

@@ -12,16 +12,21 @@ instead of ARPACK's sequence of Givens rotations over it, which reads and
 writes the whole basis once per shift.
 
 The basis is one preallocated ``(ncv + 1, n)`` array with contiguous rows,
-and every operation on it is a BLAS-2/3 call over its rows, so the work
-outside the products is one or two passes over the basis per step (the
-projection of the new vector on it, and the subtraction when that is not
-negligible), plus a few vector operations on one preallocated work vector.
-Everything is deterministic (eigsh runs it with BLAS on one thread, and the
+and every operation on it is a BLAS-2/3 call over its rows. With ``tol = 0``
+each new vector is orthogonalised against the whole basis (one or two
+passes over it per step: the projection, and the subtraction when that is
+not negligible). With ``tol > 0`` the reorthogonalisation is partial
+(`_semi_orthogonal`): a pass runs only when estimates of the inner products
+say the basis would stop being semi-orthogonal at the accuracy asked, so
+most steps are the product and a few vector operations on one preallocated
+work vector. Everything is deterministic (eigsh runs it with BLAS on one thread, and the
 fresh starts are seeded), so equal products give bit-identical results on
 every MPI rank.
 
-Reference: K. Wu and H. Simon, "Thick-restart Lanczos method for large
-symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 22 (2000).
+References: K. Wu and H. Simon, "Thick-restart Lanczos method for large
+symmetric eigenvalue problems", SIAM J. Matrix Anal. Appl. 22 (2000);
+H. D. Simon, "The Lanczos algorithm with partial reorthogonalization",
+Math. Comp. 42 (1984).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.blas import daxpy, dgemv
 from scipy.sparse.linalg import ArpackNoConvergence
+
+from ._semi_orthogonal import Overlaps
 
 __all__ = ["HANDLED", "kept_vectors", "products_bound", "thick_restart_lanczos"]
 
@@ -108,6 +115,7 @@ class _Basis:
         self.T = np.zeros((ncv + 1, ncv + 1))
         self.V[0] = v0 / np.linalg.norm(v0)
         self.work = np.empty(n)
+        self.overlaps = Overlaps(n, ncv + 1, ncv)
         self.restarts_drawn = 0
         # The largest |alpha|, beta and ||A v|| met: the scale of the rounding
         # errors of a step, below which a new vector is noise.
@@ -122,23 +130,26 @@ class _Basis:
         dgemv(-1.0, self.V[:rows].T, h, beta=1.0, y=w, overwrite_y=1)
 
     def orthogonalise(self, rows, w, norm):
-        """Make `w` orthogonal to ``V[:rows]`` in place; returns (norm, independent).
+        """Make `w` orthogonal to ``V[:rows]`` in place; returns (norm, independent, h).
 
         Classical Gram-Schmidt, with a second pass by the DGKS test; a pass
         whose inner products are all negligible (`_ORTHOGONAL`) ends without
         its subtraction. Not independent: two passes each removed most of the
         vector, which lies in span(V[:rows]) to working precision (an
-        invariant subspace).
+        invariant subspace). `h` holds the inner products the first pass
+        found.
         """
+        first = None
         for _ in range(2):
             h = self.project(rows, w)
+            first = h if first is None else first
             if np.abs(h).max() <= _ORTHOGONAL * norm:
-                return norm, True
+                return norm, True, first
             self.subtract(rows, h, w)
             before, norm = norm, float(np.linalg.norm(w))
             if norm >= _DGKS * before:
-                return norm, True
-        return norm, False
+                return norm, True, first
+        return norm, False, first
 
     def fresh_start(self, j):
         """Put a deterministic unit vector orthogonal to ``V[:j]`` in ``V[j]``."""
@@ -147,9 +158,10 @@ class _Basis:
             rng = np.random.default_rng([1, self.restarts_drawn])
             w = self.work
             w[:] = rng.standard_normal(w.size)
-            norm, independent = self.orthogonalise(j, w, float(np.linalg.norm(w)))
+            norm, independent, _ = self.orthogonalise(j, w, float(np.linalg.norm(w)))
             if independent:
                 np.divide(w, norm, out=self.V[j])
+                self.overlaps.set_row(j, self.overlaps.rounding)
                 return
 
     def restart(self, m, keep, theta, S, beta):
@@ -158,18 +170,32 @@ class _Basis:
         ``T`` becomes the arrowhead of the kept Ritz values, coupled to the
         residual vector by ``beta`` times the last components of theirs.
 
-        Done in blocks of columns, so that only an ``(l, block)`` scratch array
-        is needed beside the basis.
+        Done in blocks of columns, so that only an ``(l + 1, block)`` scratch
+        array is needed beside the basis. The inner products of the new rows
+        are summed from the blocks while they are in cache: they are the
+        estimates the steps go on from, and a residual vector that lost its
+        orthogonality to the Ritz vectors is orthogonalised again.
         """
         kept, n = keep.size, self.V.shape[1]
         coefficients = np.ascontiguousarray(S[:, keep].T)
-        scratch = np.empty((kept, min(_RESTART_BLOCK, n)))
+        scratch = np.empty((kept + 1, min(_RESTART_BLOCK, n)))
+        gram = np.zeros((kept + 1, kept + 1))
         for start in range(0, n, _RESTART_BLOCK):
             block = slice(start, min(start + _RESTART_BLOCK, n))
             out = scratch[:, : block.stop - start]
-            np.matmul(coefficients, self.V[:m, block], out=out)
-            self.V[:kept, block] = out
+            np.matmul(coefficients, self.V[:m, block], out=out[:kept])
+            out[kept] = self.V[m, block]
+            gram += out @ out.T
+            self.V[:kept, block] = out[:kept]
         self.V[kept] = self.V[m]
+        overlaps = self.overlaps
+        overlaps.restart(gram)
+        if np.abs(gram[kept, :kept]).max() > max(overlaps.level, overlaps.rounding):
+            w = self.work
+            w[:] = self.V[kept]
+            norm, _, _ = self.orthogonalise(kept, w, float(np.linalg.norm(w)))
+            np.divide(w, norm, out=self.V[kept])
+            overlaps.set_row(kept, overlaps.rounding)
         self.T[:] = 0.0
         self.T[np.arange(kept), np.arange(kept)] = theta[keep]
         self.T[kept, :kept] = self.T[:kept, kept] = beta * S[m - 1, keep]
@@ -180,7 +206,8 @@ def _step(A, basis, j, arrow):
 
     ``A V[j]`` is orthogonalised first against its known couplings (the
     arrowhead ``T[:j, j]`` on the first step after a restart, else
-    ``V[j - 1]``) and ``V[j]``, then against the whole basis. ``beta = 0``
+    ``V[j - 1]``) and ``V[j]``, then against the whole basis when the
+    estimates of its inner products ask for it (always when ``tol = 0``). ``beta = 0``
     reports an invariant subspace: the new vector lies in the span of the
     basis to working precision, or the basis spans the whole space.
     """
@@ -188,10 +215,6 @@ def _step(A, basis, j, arrow):
     # In place on one work vector with BLAS-1/2 calls: numpy's temporaries
     # of n elements would each be a fresh allocation and its page faults.
     _product_into(A, V[j], w)
-    norm = float(np.linalg.norm(w))
-    if not np.isfinite(norm):
-        raise ValueError(f"`A` returned a non-finite product (NaN or inf) at step {j + 1}.")
-    basis.scale = max(basis.scale, norm)
     if arrow:
         basis.subtract(j, T[:j, j], w)
     elif j > 0:
@@ -199,14 +222,37 @@ def _step(A, basis, j, arrow):
     alpha = float(V[j] @ w)
     daxpy(V[j], w, a=-alpha)
     T[j, j] = alpha
-    beta, independent = basis.orthogonalise(j + 1, w, float(np.linalg.norm(w)))
-    basis.scale = max(basis.scale, abs(alpha), beta)
+    beta = float(np.linalg.norm(w))
+    # A NaN or inf in the product reaches alpha or beta (inf - inf is NaN).
+    if not np.isfinite(alpha + beta):
+        raise ValueError(f"`A` returned a non-finite product (NaN or inf) at step {j + 1}.")
+    # |A V[j]|, from its parts along the basis and the new vector: the scale
+    # of the rounding errors of the step, without a pass over the product.
+    basis.scale = max(basis.scale, float(np.sqrt(alpha**2 + beta**2 + T[:j, j] @ T[:j, j])))
+    independent = beta > _NOISE * basis.scale
+    if independent:
+        beta, independent = _reorthogonalise(basis, j, beta)
     if j + 1 == V.shape[1] or not independent or beta <= _NOISE * basis.scale:
         beta = 0.0
     else:
         np.divide(w, beta, out=V[j + 1])
     T[j, j + 1] = T[j + 1, j] = beta
     return beta
+
+
+def _reorthogonalise(basis, j, beta):
+    """Orthogonalise the new vector of step `j` against the basis if the estimates ask it.
+
+    Returns its (norm, independent), as `_Basis.orthogonalise`.
+    """
+    overlaps, w = basis.overlaps, basis.work
+    estimate = overlaps.estimate(basis.T, j, beta, basis.scale)
+    if not overlaps.needs_pass(j, estimate):
+        overlaps.skipped(j, estimate)
+        return beta, True
+    norm, independent, removed = basis.orthogonalise(j + 1, w, beta)
+    overlaps.measured(j, estimate, removed, beta)
+    return norm, independent
 
 
 def _product_into(A, v, w):
@@ -282,6 +328,7 @@ def thick_restart_lanczos(A, k, which, v0, ncv, tol, maxiter, return_eigenvector
             order = _priority(theta, which)
             wanted = order[:k]
             converged = _converged(theta[wanted], np.abs(beta * S[m - 1, wanted]), tol)
+            basis.overlaps.allow(tol, theta[wanted], basis.scale)
             if converged.all() or m == n:
                 return _result(basis, m, theta, S, wanted, return_eigenvectors)
         if m < ncv:
@@ -310,4 +357,18 @@ def _result(basis, m, theta, S, chosen, return_eigenvectors):
     values = theta[chosen]
     if not return_eigenvectors:
         return values
-    return values, (S[:, chosen].T @ basis.V[:m]).T
+    return values, _orthonormalised((S[:, chosen].T @ basis.V[:m]).T)
+
+
+def _orthonormalised(X):
+    """``X (XᵀX)^(-1/2)``: the nearest orthonormal columns (Löwdin's).
+
+    The Ritz vectors of a semi-orthogonal basis have inner products up to
+    its level. Those of two pairs ``(θ_i, x_i)`` and ``(θ_j, x_j)`` are
+    bounded by their residuals over ``|θ_i - θ_j|``, so the correction,
+    which moves ``x_i`` along ``x_j`` by half that inner product, changes a
+    residual by at most the size of the residuals themselves.
+    """
+    gram = X.T @ X
+    g, U = np.linalg.eigh(gram)
+    return X @ ((U / np.sqrt(g)) @ U.T)

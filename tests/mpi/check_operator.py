@@ -151,6 +151,10 @@ top = np.linalg.eigvalsh(dense)[::-1]
 values = thl.eigsh(A, k=3, which="LA", return_eigenvectors=False)
 close("eigsh", np.sort(values)[::-1], top[:3], rtol=1e-8)
 identical_on_all_ranks("eigsh", values)
+# With tol > 0 the basis is kept semi-orthogonal (partial reorthogonalisation).
+values, vectors = thl.eigsh(A, k=2, which="LA", tol=1e-6)
+close("eigsh, tol=1e-6", np.sort(values)[::-1], top[:2], rtol=1e-6)
+identical_on_all_ranks("eigsh, tol=1e-6", vectors)
 
 values, vectors = thl.lobpcg(A, 2, tol=1e-9, maxiter=200, rng=5)
 close("lobpcg", np.sort(values)[::-1], top[:2], rtol=1e-6)
