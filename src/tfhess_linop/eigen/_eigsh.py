@@ -162,41 +162,49 @@ def eigsh(
     each product is one Hessian-vector product; :func:`lobpcg` batches them.
 
     The thick-restart Lanczos method keeps its basis as one ``(ncv + 1, n)``
-    array, orthogonalises each new vector against all of it (classical
-    Gram-Schmidt with a DGKS second pass, the subtraction skipped when every
-    inner product is below 1e-14 of the vector's norm: Ritz vectors
-    orthonormal to about 1e-14), tests ARPACK's criterion ``|beta s_i| <=
-    tol * max(eps^(2/3), |theta_i|)`` after every product, and at a restart
-    keeps the wanted Ritz vectors, one more per converged one and a fifth of
-    the free ones. An invariant subspace is completed by a deterministic
-    fresh start, as in ARPACK, so repeated eigenvalues are found with their
-    multiplicity.
+    array. With ``tol=0`` it orthogonalises each new vector against all of
+    it (classical Gram-Schmidt with a DGKS second pass, the subtraction
+    skipped when every inner product is below 1e-14 of the vector's norm).
+    With ``tol > 0`` it reorthogonalises partially (Simon 1984): it keeps
+    estimates of the basis' inner products, updated in O(ncv^2) a step,
+    and passes over the basis only when they reach the level below which
+    the projected matrix keeps the accuracy `tol` asks for, at the second
+    step and at least every 8-64 steps, so the error of the products is
+    measured, not assumed (a float32 Hessian raises it by 10^3-10^6, and
+    the passes with it). The returned eigenvectors are orthonormalised
+    (Löwdin's symmetric orthonormalisation, which moves each Ritz vector
+    least): orthonormal to about 1e-14 either way. It tests ARPACK's
+    criterion ``|beta s_i| <= tol * max(eps^(2/3), |theta_i|)`` after every
+    product, and at a restart keeps the wanted Ritz vectors, one more per
+    converged one and a fifth of the free ones. An invariant subspace is
+    completed by a deterministic fresh start, as in ARPACK, so repeated
+    eigenvalues are found with their multiplicity.
 
     Measured on a diagonal operator with a Hessian-like spectrum, n = 10^6,
     ``which="LA"``, CPU seconds outside the products (medians of 3, on a
-    shared 2-core machine; the spread over three such runs in brackets) and
-    products, this solver against SciPy's ARPACK with the same `v0` and
-    `ncv`:
+    shared 2-core machine; the range in brackets, the first call's
+    including one-time set-up) and products, this solver against SciPy's
+    ARPACK with the same `v0` and `ncv`:
 
     ====  =====  ========================  ========================
     k     tol    thick restart             ARPACK
     ====  =====  ========================  ========================
-    1     1e-6   0.07 s (0.07-0.09), 11    0.37 s (0.29-0.37), 17
-    1     0      0.19 s (0.18-0.19), 18    0.59 s (0.51-0.62), 25
-    5     1e-6   0.17 s (0.17-0.26), 18    0.41 s (0.39-0.47), 21
-    5     0      0.31 s (0.29-0.31), 23    0.78 s (0.72-0.84), 34
+    1     1e-6   0.04 s (0.04-4.99), 9     0.47 s (0.45-0.52), 17
+    1     0      0.27 s (0.24-0.27), 17    0.31 s (0.29-0.49), 17
+    5     1e-6   0.11 s (0.11-0.16), 18    0.43 s (0.41-0.48), 21
+    5     0      0.26 s (0.25-0.28), 23    0.79 s (0.78-0.80), 35
     ====  =====  ========================  ========================
 
-    That is 7-14 ms per product against ARPACK's 17-25 ms: at k = 5, tol =
-    0, about 4 ms per step projecting the new vector onto the basis (some 14
-    vectors), 2 ms subtracting, and 1.3 ms per restart, which is one blocked
-    matrix product (ARPACK applies each shift as rotations over the whole
-    basis). On 88 Hessian-like spectra (n = 10^4 and 10^5, every `which`,
-    k = 1, 3, 6, tol = 0 and 1e-6) it took 12,244 products against ARPACK's
-    12,899: 472 against 629 for "LA" and "LM" (one case one product more),
-    2,941 against 3,046 for "BE", 8,359 against 8,595 for "SA" into a dense
-    bulk (where the counts move by a few percent with rounding: 8,774 in a
-    run before the last change to the orthogonalisation).
+    That is 4-6 ms per product with ``tol > 0`` and 11-16 ms with full
+    reorthogonalisation, against ARPACK's 18-28 ms: a full pass projects
+    the new vector onto the basis and subtracts it (about 6 ms for some 14
+    vectors), and a restart is one blocked matrix product (ARPACK applies
+    each shift as rotations over the whole basis). On 88 Hessian-like
+    spectra (n = 10^4 and 10^5, every `which`, k = 1, 3, 6, tol = 0 and
+    1e-6) it took 12,244 products against ARPACK's 12,899 (measured with
+    full reorthogonalisation): 472 against 629 for "LA" and "LM", 2,941
+    against 3,046 for "BE", 8,359 against 8,595 for "SA" into a dense bulk
+    (where the counts move by a few percent with rounding).
 
     NumPy's BLAS runs on one thread during the call (through threadpoolctl):
     the reorthogonalisation is memory-bound, and OpenBLAS's worker threads,
