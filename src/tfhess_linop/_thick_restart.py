@@ -117,8 +117,9 @@ class _Basis:
         self.work = np.empty(n)
         self.overlaps = Overlaps(n, ncv + 1, ncv)
         self.restarts_drawn = 0
-        # The largest |alpha|, beta and ||A v|| met: the scale of the rounding
-        # errors of a step, below which a new vector is noise.
+        # The largest ||A v|| met (from alpha, beta and the couplings): the
+        # scale of the rounding errors of a step, below which a new vector is
+        # noise.
         self.scale = 0.0
 
     def project(self, rows, w):
