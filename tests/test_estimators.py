@@ -625,6 +625,19 @@ def test_spectral_density_of_a_tf_hessian(tf_hessian):
     assert A.n_hvp == result.num_matvecs
 
 
+def test_spectral_density_of_a_tf_hessian_equals_that_of_its_dense_matrix(tf_hessian):
+    # The products of a HessianOperator are written into the Lanczos basis
+    # itself (`_matmat_into`); a dense matrix's are copied there.
+    H, reference = tf_hessian
+    steps = max(2, H.n // 3)
+    ours = thl.spectral_density(thl.as_linop(H), num_probes=5, num_steps=steps, rng=3)
+    dense = thl.spectral_density(reference, num_probes=5, num_steps=steps, rng=3)
+    np.testing.assert_array_equal(ours.num_steps, dense.num_steps)
+    scale = np.abs(np.linalg.eigvalsh(reference)).max()
+    np.testing.assert_allclose(ours.nodes, dense.nodes, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(ours.weights, dense.weights, rtol=0, atol=1e-10)
+
+
 # --- argument checks ----------------------------------------------------------
 
 SQUARE = np.eye(6)

@@ -19,6 +19,9 @@ _REORTHOGONALIZE = 1 / np.sqrt(2)
 # Partial reorthogonalisation keeps every |v_i . v_k| below sqrt(eps).
 _EPS = np.finfo(np.float64).eps
 _SEMI_ORTHOGONAL = np.sqrt(_EPS)
+# Columns of a step's blocks updated together: about 256 KiB per block,
+# so the three blocks of the recurrence stay in a core's L2 cache.
+_CHUNK_BYTES = 2**18
 
 
 def batched_lanczos(A, starts, num_steps):
@@ -37,10 +40,18 @@ def batched_lanczos(A, starts, num_steps):
     tridiagonal matrix the projection of `A` onto an orthonormal basis to
     working precision, so nodes and weights are those of full
     reorthogonalisation, without its reading of the whole basis every step.
+
+    The basis is stored step-major, ``basis[j]`` the (P, n) block of every
+    probe's j-th vector: the block is the Fortran-ordered (n, P) operand of
+    the step's product, whose result is written straight into the next
+    block, and the three-term recurrence then runs in place there, chunk by
+    chunk (see `_three_term`). One step thus reads and writes each block a
+    few times instead of the dozen temporaries of a NumPy expression.
     """
     num_probes, n = starts.shape
-    basis = np.empty((num_probes, num_steps, n))
-    basis[:, 0] = starts / np.linalg.norm(starts, axis=1, keepdims=True)
+    # One block more than steps: the last step's residual needs a place too.
+    basis = np.empty((num_steps + 1, num_probes, n))
+    np.divide(starts, np.linalg.norm(starts, axis=1, keepdims=True), out=basis[0])
     diagonals = np.zeros((num_probes, num_steps))
     off_diagonals = np.zeros((num_probes, num_steps))
     steps = np.full(num_probes, num_steps)
@@ -52,14 +63,12 @@ def batched_lanczos(A, starts, num_steps):
     forced = np.zeros(num_probes, dtype=bool)
     active = np.arange(num_probes)
     for j in range(num_steps):
-        current = basis[active, j]
-        W = apply(A, current.T).T
+        current, W = _step_blocks(A, basis, j, active, num_probes)
         alpha = np.einsum("pn,pn->p", current, W)
         diagonals[active, j] = alpha
-        W -= alpha[:, None] * current
-        if j > 0:
-            W -= off_diagonals[active, j - 1, None] * basis[active, j - 1]
-        norms = np.linalg.norm(W, axis=1)
+        previous = None if j == 0 else _rows(basis[j - 1], active, num_probes)
+        beta = off_diagonals[active, j - 1] if j > 0 else None
+        norms = np.sqrt(_three_term(W, current, alpha, previous, beta))
         scale[active] = np.maximum.reduce([scale[active], np.abs(alpha), norms])
         if j == num_steps - 1:
             break
@@ -70,7 +79,7 @@ def batched_lanczos(A, starts, num_steps):
             np.abs(estimate[:, :j]).max(axis=1, initial=0.0) > _SEMI_ORTHOGONAL
         )
         for row in np.flatnonzero(lost):
-            W[row], norms[row] = _reorthogonalize(basis[active[row], : j + 1], W[row], norms[row])
+            W[row], norms[row] = _reorthogonalize(basis[: j + 1, active[row]], W[row], norms[row])
             estimate[row, : j + 1] = _EPS
         forced[active] = lost & ~forced[active]
         omega_previous[active], omega[active] = omega[active], estimate
@@ -78,12 +87,55 @@ def batched_lanczos(A, starts, num_steps):
         off_diagonals[active, j] = norms
         invariant = norms <= _BREAKDOWN_TOLERANCE * scale[active]
         steps[active[invariant]] = j + 1
-        going_on = ~invariant
-        active = active[going_on]
+        # An invariant probe's block row is never read again: divide it by 1.
+        np.divide(W, np.where(invariant, 1.0, norms)[:, None], out=W)
+        if active.size < num_probes:
+            basis[j + 1, active] = W
+        active = active[~invariant]
         if active.size == 0:
             break
-        basis[active, j + 1] = W[going_on] / norms[going_on, None]
     return diagonals, off_diagonals, steps
+
+
+def _rows(block, active, num_probes):
+    """The active probes' rows of a (P, n) basis block: the block itself when all are."""
+    return block if active.size == num_probes else block[active]
+
+
+def _step_blocks(A, basis, j, active, num_probes):
+    """The active probes' vectors ``v_j`` (rows) and ``A v_j``, from one `matmat`.
+
+    While every probe is active, ``A v_j`` is written into ``basis[j + 1]``
+    and both are views of the basis; after some probe stopped, they are
+    copies of the active rows (the caller writes ``v_{j+1}`` back).
+    """
+    if active.size == num_probes:
+        apply(A, basis[j].T, out=basis[j + 1].T)
+        return basis[j], basis[j + 1]
+    current = basis[j, active]
+    return current, np.ascontiguousarray(apply(A, current.T).T)
+
+
+def _three_term(W, current, alpha, previous, beta):
+    """``W -= alpha v_j + beta v_{j-1}`` row-wise in place; the squared row norms of W.
+
+    Chunks of columns are updated while they are in cache, so the step
+    reads its three blocks once (`previous` and `beta` are None at j = 0).
+    """
+    squares = np.zeros(W.shape[0])
+    columns = max(256, _CHUNK_BYTES // (8 * W.shape[0]))
+    scratch = np.empty((W.shape[0], min(columns, W.shape[1])))
+    for start in range(0, W.shape[1], columns):
+        chunk = slice(start, start + columns)
+        w = W[:, chunk]
+        part = scratch[:, : w.shape[1]]
+        np.multiply(current[:, chunk], alpha[:, None], out=part)
+        np.subtract(w, part, out=w)
+        if previous is not None:
+            np.multiply(previous[:, chunk], beta[:, None], out=part)
+            np.subtract(w, part, out=w)
+        squares += np.einsum("pn,pn->p", w, w)
+    return squares
 
 
 def _omega_recurrence(active, j, diagonals, off_diagonals, norms, scale, omega, previous):

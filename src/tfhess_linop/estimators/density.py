@@ -238,8 +238,10 @@ def spectral_density(
     which keeps the Ritz values free of spurious copies and the nodes and
     weights those of full reorthogonalisation to working precision, at a
     fraction of its :math:`O(nPm^2)` operations (half of the steps on a
-    spectrum with far outliers, fewer otherwise); the :math:`P \cdot m`
-    vectors of length n are stored. A run stops early when its Krylov space
+    spectrum with far outliers, fewer otherwise). The :math:`P (m + 1)`
+    vectors of length n are stored, step by step in (P, n) blocks: each
+    product is written into the next block and the three-term recurrence
+    runs there in place. A run stops early when its Krylov space
     is invariant (it then holds every eigenvalue its start vector sees).
 
     The extreme Ritz values converge to the extreme eigenvalues quickly, from
