@@ -277,6 +277,20 @@ def test_nystrom_preconditioner_clusters_the_captured_spectrum():
     assert np.linalg.cond(A) > 1e5
 
 
+def test_nystrom_preconditioner_recovers_a_low_rank_indefinite_operator():
+    # With a sketch wider than the rank, the Nystrom approximation is the
+    # operator itself: U diag(eigenvalues) U^T = A, signs and a 1e9 spread of
+    # magnitudes included (the sketch's QR sees that conditioning).
+    rng = np.random.default_rng(4)
+    V = np.linalg.qr(rng.standard_normal((300, 6)))[0]
+    values = np.array([1e3, -20.0, 3.0, -0.5, 1e-3, -1e-6])
+    A = (V * values) @ V.T
+    P = nystrom_preconditioner(A, 6, oversample=4, rng=0)
+    np.testing.assert_allclose(np.sort(P.eigenvalues), np.sort(values), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose((P.U * P.eigenvalues) @ P.U.T, A, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(P.U.T @ P.U, np.eye(6), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

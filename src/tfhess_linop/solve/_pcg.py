@@ -8,6 +8,7 @@ neither of the two depends on the other.
 from __future__ import annotations
 
 from .. import _checks
+from .._linalg import single_threaded_blas
 from ._cg import conjugate_gradient
 from ._inputs import check_nystrom, check_system
 from ._nystrom import NystromPreconditioner, nystrom_sketch
@@ -79,19 +80,22 @@ def pcg(
     >>> bool(preconditioned.n_iter < plain.n_iter)
     True
     """
-    with _checks.collective(
-        A,
-        "pcg",
-        b=b,
-        rank=rank,
-        oversample=oversample,
-        x0=x0,
-        rtol=rtol,
-        atol=atol,
-        maxiter=maxiter,
-        shift=shift,
-        callback=callback,
-        rng=rng,
+    with (
+        _checks.collective(
+            A,
+            "pcg",
+            b=b,
+            rank=rank,
+            oversample=oversample,
+            x0=x0,
+            rtol=rtol,
+            atol=atol,
+            maxiter=maxiter,
+            shift=shift,
+            callback=callback,
+            rng=rng,
+        ),
+        single_threaded_blas(),
     ):
         A, n, rank, oversample, shift, rng = check_nystrom(A, rank, oversample, shift, rng)
         A, b, x0, tol, maxiter, _ = check_system(A, b, x0, rtol, atol, maxiter, None, 10)
