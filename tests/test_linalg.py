@@ -16,6 +16,13 @@ def _with_singular_values(values, seed=0):
     return (U * values) @ V
 
 
+def _nearly_orthonormal(perturbation=1e-3, seed=3):
+    """An orthonormal (N, S) block plus a small perturbation (cond close to 1)."""
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((N, S)))[0]
+    return Q + perturbation * rng.standard_normal((N, S)) / np.sqrt(N)
+
+
 def _blocks():
     rng = np.random.default_rng(1)
     gaussian = rng.standard_normal((N, S))
@@ -24,6 +31,7 @@ def _blocks():
     zero_column = gaussian.copy()
     zero_column[:, 5] = 0.0
     yield "gaussian", gaussian
+    yield "nearly orthonormal", _nearly_orthonormal()
     for exponent in (4, 8, 12, 16, 24):
         yield f"cond 1e{exponent}", _with_singular_values(np.logspace(0, -exponent, S))
     yield "rank 3", gaussian[:, :3] @ rng.standard_normal((3, S))
@@ -127,6 +135,21 @@ def test_orthonormal_qr_equals_householder_up_to_signs(exponent):
     tolerance = 1e-13 * 10.0**exponent
     np.testing.assert_allclose(R, signs[:, None] * R_ref, rtol=0, atol=tolerance)
     np.testing.assert_allclose(Q, Q_ref * signs, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize(("perturbation", "passes"), [(1e-3, 1), (3e-2, 1), (1.0, 2)])
+def test_a_nearly_orthonormal_block_takes_one_cholesky_pass(perturbation, passes, monkeypatch):
+    # A block within 0.1 of orthonormal (in the Gram matrix's norm) is
+    # orthonormal to working precision after one pass; others take two.
+    factors = []
+    original = _linalg._cholesky_upper
+    monkeypatch.setattr(_linalg, "_cholesky_upper", lambda G: factors.append(1) or original(G))
+    Y = _nearly_orthonormal(perturbation)
+    Q, R = _linalg.orthonormal_qr(Y)
+    assert len(factors) == passes
+    eps = np.finfo(float).eps
+    np.testing.assert_allclose(Q.T @ Q, np.eye(S), rtol=0, atol=4 * S * eps)
+    assert np.linalg.norm(Y - Q @ R) <= 4 * S * eps * np.linalg.norm(Y)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
