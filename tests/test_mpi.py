@@ -66,6 +66,7 @@ def test_distributed_operator_equals_serial_on_every_rank(ranks, tmp_path):
         "fixed point over budget: active identical on all ranks",
         "randomized_svd identical on all ranks",
         "cg identical on all ranks",
+        "pcg identical on all ranks",
         "hutchpp_trace identical on all ranks",
         "xtrace",
         "xtrace identical on all ranks",

@@ -175,6 +175,12 @@ close("cg", result.x, result0.x, rtol=1e-8, atol=1e-10)
 identical_on_all_ranks("cg", result.x)
 identical_on_all_ranks("cg negative curvature", result.negative_curvature is not None)
 
+# pcg: a Nystrom sketch (one blocked product, two Cholesky QRs), then CG.
+result = thl.pcg(A, b, rank=3, oversample=2, rtol=1e-10, maxiter=200, rng=6)
+result0 = thl.pcg(A0, b, rank=3, oversample=2, rtol=1e-10, maxiter=200, rng=6)
+close("pcg", result.x, result0.x, rtol=1e-8, atol=1e-10)
+identical_on_all_ranks("pcg", result.x)
+
 trace, error = thl.hutchpp_trace(A, 30, rng=3)
 close("hutchpp_trace", trace, np.trace(dense), rtol=0.5)
 identical_on_all_ranks("hutchpp_trace", [trace, error])
