@@ -120,6 +120,23 @@ def test_rademacher_probes_are_fair_independent_signs():
     np.testing.assert_array_equal(split, probes)
 
 
+@pytest.mark.parametrize("length", [1, 31, 33, 100, 1001])
+def test_rademacher_signs_are_the_generator_bits_in_pieces(length, monkeypatch):
+    # The signs are unpacked piece by piece; with pieces of 16 entries, rows
+    # of every length cross piece and byte boundaries. Reference: each row
+    # takes whole 32-bit words of the generator's bytes, bit b -> 2b - 1.
+    from tfhess_linop import _mpi
+    from tfhess_linop._mpi import _draws
+
+    monkeypatch.setattr(_draws, "_SIGN_PIECE", 16)
+    rows = 5
+    signs = _mpi.draw(np.random.default_rng(7), (rows, length), None, "rademacher")
+    row_bytes = 4 * -(-length // 32)
+    raw = np.frombuffer(np.random.default_rng(7).bytes(rows * row_bytes), dtype=np.uint8)
+    bits = np.unpackbits(raw.reshape(rows, row_bytes), axis=1)[:, :length]
+    np.testing.assert_array_equal(signs, 2.0 * bits - 1.0)
+
+
 def test_hutchinson_error_shrinks_like_one_over_sqrt_m():
     truth = np.trace(HARMONIC)
     seeds = range(40)
