@@ -221,21 +221,6 @@ def choice(value, name, options):
     return value
 
 
-def orthonormal_columns(Y, against=None):
-    """Orthonormal basis of the columns of `Y`, orthogonal to the columns of `against`.
-
-    Two passes of block Gram-Schmidt, each followed by a Householder QR, so
-    that orthogonality holds to working precision even when most of `Y` lies
-    in the span of `against` (a converged Krylov space).
-    """
-    Q = Y
-    for _ in range(2):
-        if against is not None and against.shape[1]:
-            Q = Q - against @ (against.T @ Q)
-        Q = np.linalg.qr(Q)[0]
-    return Q
-
-
 def assign_flat(hessian, flat):
     """Set the Hessian's variables to the flat float64 vector `flat` (cast to their dtype)."""
     for variable, array in zip(hessian.variables, hessian.unflatten(flat), strict=True):
@@ -255,7 +240,6 @@ __all__ = [
     "nonnegative_real",
     "optional_nonnegative_real",
     "optional_positive_integer",
-    "orthonormal_columns",
     "positive_integer",
     "real",
     "square_operator",
